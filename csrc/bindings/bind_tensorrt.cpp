@@ -1,0 +1,9 @@
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace m2f::bind {
+
+void bind_tensorrt(py::module_& m) { (void)m; }  // TODO(owner of tensorrt): register functions
+
+}  // namespace m2f::bind
