@@ -5,6 +5,7 @@ namespace py = pybind11;
 
 namespace m2f::bind {
 void bind_build_info(py::module_& m);
+void bind_transform(py::module_& m);
 void bind_preprocess(py::module_& m);
 void bind_postprocess(py::module_& m);
 void bind_draw(py::module_& m);
@@ -15,6 +16,7 @@ void bind_tensorrt(py::module_& m);
 PYBIND11_MODULE(_core, m) {
   m.doc() = "m2f_edge core: preprocessing, post-processing and (where built) CUDA and TensorRT";
   m2f::bind::bind_build_info(m);
+  m2f::bind::bind_transform(m);
   m2f::bind::bind_preprocess(m);
   m2f::bind::bind_postprocess(m);
   m2f::bind::bind_draw(m);
