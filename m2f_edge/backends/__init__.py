@@ -32,7 +32,11 @@ def _open_tensorrt(path: str, threads: int) -> Backend:
             "'{}' is a TensorRT engine, but the TensorRT backend cannot be loaded here ({}). It needs an NVIDIA GPU, "
             "TensorRT, and m2f_edge built with CUDA and TensorRT (see build_info()). The ONNX model runs anywhere "
             "with ONNX Runtime: Segmenter('model.onnx')".format(path, exc)) from exc
-    return TensorRTBackend(path)
+    try:
+        return TensorRTBackend(path)
+    except ImportError as exc:  # TensorRT or the core's runner missing at load time
+        raise ImportError("cannot run the TensorRT engine '{}': {}. The ONNX model runs anywhere with ONNX Runtime: "
+                          "Segmenter('model.onnx')".format(path, exc)) from exc
 
 
 def open_backend(model: Union[str, os.PathLike], backend: str = "auto", *, providers=None,
