@@ -18,7 +18,7 @@ from m2f_edge.backends import UnsupportedModelError
 EXPECTED = [("red", 0.9, 0), ("green", 0.8, 1), ("blue", 0.7, 2)]
 
 
-def check_instances(inst, shapes, num_classes, contract, min_iou=0.9):
+def check_instances(inst, shapes, num_classes, contract, min_iou=0.9, score_atol=1e-6):
     assert isinstance(inst, Instances)
     assert len(inst) == 3, inst
     assert inst.image_size == next(iter(shapes.values())).shape
@@ -29,7 +29,7 @@ def check_instances(inst, shapes, num_classes, contract, min_iou=0.9):
         assert iou > min_iou, "{} mask IoU {:.3f}".format(color, iou)
         assert inst.labels[i] == (label3 if num_classes == 3 else 0)
         if contract == "deployable":
-            assert inst.scores[i] == pytest.approx(score, abs=1e-6)
+            assert inst.scores[i] == pytest.approx(score, abs=score_atol)
         else:  # mask-quality factor of the raw head: sigmoid mean inside the mask, close to 1 here
             assert score * 0.85 < inst.scores[i] <= score + 1e-6
         ys, xs = np.nonzero(inst.masks[i])
@@ -209,6 +209,36 @@ def test_float16_input(tmp_path, tiny_model):
     assert prepared.tensor.dtype == np.float16
     frame, shapes = make_test_frame()
     check_instances(seg.run(frame), shapes, 3, "raw")
+
+
+def _float16_outputs_model(src, dst, names):
+    """The tiny model with the named float outputs cast to float16 (as an FP16 engine returns them)."""
+    model = onnx.load(src)
+    graph = model.graph
+    for output in graph.output:
+        if output.name in names:
+            for node in graph.node:
+                for i, name in enumerate(node.output):
+                    if name == output.name:
+                        node.output[i] = output.name + "_f32"
+            graph.node.append(helper.make_node("Cast", [output.name + "_f32"], [output.name], to=TensorProto.FLOAT16))
+            output.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del graph.value_info[:]
+    onnx.save(model, dst)
+    return dst
+
+
+@pytest.mark.parametrize("contract, names", [("deployable", ["pred_masks", "pred_scores"]),
+                                             ("raw", ["pred_logits", "pred_masks"])])
+def test_float16_outputs(tmp_path, tiny_model, contract, names):
+    model = _float16_outputs_model(tiny_model(contract, num_classes=3), str(tmp_path / "fp16out.onnx"), names)
+    seg = Segmenter(model)
+    frame, shapes = make_test_frame()
+    outputs = seg.infer(seg.preprocess([frame]).tensor)
+    assert all(outputs[n].dtype == np.float16 for n in names)
+    inst = seg.run(frame)
+    assert inst.scores.dtype == np.float32
+    check_instances(inst, shapes, 3, contract, score_atol=1e-3)  # float16 scores: close, not exact
 
 
 def test_no_object_last(tiny_model):
