@@ -431,6 +431,56 @@ def test_plugin_node_without_the_rewriter(tmp_path, monkeypatch, deployable_mode
         Segmenter(path)
 
 
+def _with_real_plugin(src, dst, domain="nvidia"):
+    """The tiny model with a MultiscaleDeformableAttnPlugin_TRT node of the real I/O (value, spatial_shapes,
+    level_start_index, sampling_locations, attention_weights) whose output, times zero, is added to the
+    input: the plugin must really run (after the rewrite) and must not change the answer."""
+    rng = np.random.default_rng(0)
+    levels, heads, dim, queries, points = [(4, 4), (2, 2)], 2, 4, 3, 2
+    total = sum(h * w for h, w in levels)
+    consts = {
+        "msda_value": rng.standard_normal((1, total, heads, dim)).astype(np.float32),
+        "msda_shapes": np.array(levels, np.int32),
+        "msda_starts": np.array([0, levels[0][0] * levels[0][1]], np.int32),
+        "msda_locations": rng.uniform(0, 1, (1, queries, heads, len(levels), points, 2)).astype(np.float32),
+        "msda_weights": np.full((1, queries, heads, len(levels), points), 0.25, np.float32),
+        "msda_zero": np.zeros((), np.float32),
+    }
+    model = onnx.load(src)
+    graph = model.graph
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == "inputs":
+                node.input[i] = "inputs_plus"
+    nodes = [helper.make_node("Constant", [], [k], value=onnx.numpy_helper.from_array(v, k + "_v"))
+             for k, v in consts.items()]
+    nodes += [
+        helper.make_node("MultiscaleDeformableAttnPlugin_TRT", ["msda_value", "msda_shapes", "msda_starts",
+                                                                 "msda_locations", "msda_weights"],
+                         ["msda_out"], domain=domain, name="msda"),
+        helper.make_node("ReduceSum", ["msda_out"], ["msda_sum"], keepdims=0),
+        helper.make_node("Mul", ["msda_sum", "msda_zero"], ["msda_nothing"]),
+        helper.make_node("Add", ["inputs", "msda_nothing"], ["inputs_plus"]),
+    ]
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+    model.opset_import.append(helper.make_opsetid(domain, 1))
+    del graph.value_info[:]
+    onnx.save(model, dst)
+    return dst
+
+
+def test_real_plugin_rewrite(tmp_path, caplog, deployable_model_3):
+    """With m2f_edge.models.portable present (helper "models"), a model holding the plugin runs as is."""
+    pytest.importorskip("m2f_edge.models.portable")
+    path = _with_real_plugin(deployable_model_3, str(tmp_path / "msda.onnx"))
+    with caplog.at_level(logging.INFO, logger="m2f_edge"):
+        seg = Segmenter(path)
+    assert "rewrote 1 MultiscaleDeformableAttnPlugin_TRT" in caplog.text
+    frame, shapes = make_test_frame()
+    check_instances(seg.run(frame), shapes, 3, "deployable")
+
+
 def test_engine_without_tensorrt(tmp_path, monkeypatch):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 16)
