@@ -509,6 +509,9 @@ def test_backend_object_and_repr(deployable_model):
     assert "deployable" in text and "64x96" in text and "onnxruntime" in text
     with pytest.raises(ValueError, match="tensor"):
         backend.run(np.zeros((1, 3, 32, 32), np.float32))
+    import pathlib
+
+    assert Segmenter(pathlib.Path(deployable_model)).model_path == deployable_model
     with Segmenter(deployable_model) as closing:
         closing.run(frame)
     with pytest.raises(RuntimeError, match="closed"):
