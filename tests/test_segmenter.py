@@ -491,8 +491,37 @@ def test_engine_without_tensorrt(tmp_path, monkeypatch):
         Segmenter(str(tmp_path / "model.engine"), backend="onnxruntime")  # wrong pairing is explained
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"")
-    with pytest.raises(ValueError, match="m2f-edge build"):
+    with pytest.raises(ImportError, match="TensorRT.*backend='onnxruntime'"):
         Segmenter(str(onnx_path), backend="tensorrt")
+
+
+def test_tensorrt_from_onnx_keeps_the_onnx_metadata(monkeypatch, tiny_model):
+    """backend='tensorrt' with an .onnx asks the TensorRT backend for a (cached) engine; the engine lacks the
+    ONNX's metadata, so the Segmenter reads it from the ONNX. A stand-in TensorRT backend runs ONNX Runtime."""
+    from m2f_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    model = tiny_model("raw", num_classes=3, no_object_index=-1)
+    built = []
+
+    class StandInTensorRT(object):
+        @classmethod
+        def from_onnx(cls, path):
+            built.append(path)
+            backend = OnnxRuntimeBackend(path)
+            backend.name, backend.metadata = "tensorrt", {}
+            return backend
+
+    fake = type(sys)("m2f_edge.backends.tensorrt")
+    fake.TensorRTBackend = StandInTensorRT
+    monkeypatch.setitem(sys.modules, "m2f_edge.backends.tensorrt", fake)
+    seg = Segmenter(model, backend="tensorrt")
+    assert built == [model] and seg.backend.name == "tensorrt"
+    assert seg.no_object_index == -1  # from the ONNX's metadata
+    frame, shapes = make_test_frame()
+    check_instances(seg.run(frame), shapes, 3, "raw")
+    del StandInTensorRT.from_onnx  # a TensorRT backend that cannot build: explained
+    with pytest.raises(ValueError, match="m2f-edge build"):
+        Segmenter(model, backend="tensorrt")
 
 
 def test_backend_object_and_repr(deployable_model):
