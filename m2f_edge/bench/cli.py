@@ -199,9 +199,12 @@ def run_benchmark(args, log=print) -> Dict[str, Any]:
     device = model_card.device_key(platform)
     segmenter = make_segmenter(args)
     power_source, power_notes, handles = telemetry.open_power_source(use_jtop=not args.no_jtop)
-    warnings = [note for note in power_notes if note]
+    warnings = []
     if power_source is None:
-        warnings.append("no power reading on this machine: watts, J/frame and FPS/W are n/a")
+        warnings.append("no power reading on this machine, so watts, J/frame and FPS/W are n/a ({})".format(
+            "; ".join(note for note in power_notes if note) or "no Jetson power monitor and no NVIDIA GPU"))
+    else:
+        warnings.extend(note for note in power_notes if note)
     document = {
         "schema_version": 1, "tool": "m2f-edge-bench",
         "m2f_edge_version": value_of(platform["host"]["m2f_edge_core"], {}).get("version"),

@@ -139,7 +139,7 @@ def format_table(document: Dict[str, Any]) -> str:
                 out.append("  ".join("-" * width for width in widths))
         for skipped in run.get("skipped_batches", []):
             out.append("skipped batch {}: {}".format(skipped["batch"], skipped["reason"]))
-        for warning in run.get("warnings", []):
+        for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:
             out.append("WARNING: " + warning)
     out.append("")
     out.append("times in ms (e2e = preprocess + inference + post-processing to frame-size masks; in throughput mode "
@@ -245,7 +245,7 @@ def to_markdown(document: Dict[str, Any]) -> str:
                 _stat(result, "gpu"), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
                 _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
                 _num(card["fps"], 2) if card else "-"])))
-        for warning in run.get("warnings", []):
+        for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:
             lines.append("")
             lines.append("> warning: " + warning)
         lines.append("")
@@ -295,15 +295,17 @@ def write_plot(document: Dict[str, Any], path: str) -> None:
             results = sorted((r for r in run["results"] if r["mode"] == mode), key=lambda r: r["batch"])
             if not results:
                 continue
-            label = "{} / {}".format(_mode_label(run), mode)
+            label = "{} / {}".format(_mode_label(run) if run.get("power_mode") else "this machine", mode)
             batches = [r["batch"] for r in results]
             ax_fps.plot(batches, [r["fps"] for r in results], marker="o", label=label)
             efficiency = [r.get("fps_per_w") for r in results]
             if any(v is not None for v in efficiency):
                 any_power = True
                 ax_eff.plot(batches, [float("nan") if v is None else v for v in efficiency], marker="o", label=label)
+    batches_run = sorted(set(r["batch"] for run in document["runs"] for r in run["results"]))
     card = document.get("model_card")
     if card:
+        batches_run = sorted(set(batches_run) | {card["batch"]})
         ax_fps.scatter([card["batch"]], [card["fps"]], marker="*", s=120, color="black",
                        label="model card (trtexec, inference only)")
     ax_fps.set_xlabel("batch size")
@@ -317,6 +319,8 @@ def write_plot(document: Dict[str, Any], path: str) -> None:
         ax_eff.legend(fontsize=7)
     for axis in (ax_fps, ax_eff):
         axis.grid(True, alpha=0.3)
+        if batches_run:
+            axis.set_xticks(batches_run)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
