@@ -229,7 +229,7 @@ def warnings_for(result: Dict[str, Any]) -> List[str]:
     out = []
     cv = result.get("cv")
     if cv is not None and cv > HIGH_CV:
-        out.append("{} batch {}: high variation, CV of {} = {:.0f}% (> {:.0f}%): lengthen --duration, close other "
+        out.append("{} batch {}: high variation, CV of {} = {:.1f}% (> {:.0f}%): lengthen --duration, close other "
                    "programs, lock the clocks".format(result["mode"], result["batch"], result["cv_of"], cv * 100,
                                                       HIGH_CV * 100))
     if result.get("iterations", 0) < 10:
