@@ -495,3 +495,29 @@ def test_plot_written_with_matplotlib(tmp_path):
     doc["model_card"] = model_card.card_entry("AGX Orin 64GB", 8)
     reports.write_plot(doc, path)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+
+
+def test_jetson_without_power_monitor_still_samples_clocks(tiny_model, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    root = tmp_path / "root"
+    fake_jetson.build_tree(root, "orin_nano")
+    shutil.rmtree(str(root / "sys/class/hwmon"))
+    shutil.rmtree(str(root / "sys/bus/i2c"))
+    empty = tmp_path / "empty_bin"
+    empty.mkdir()
+    monkeypatch.setenv("M2F_SYSROOT", str(root))
+    monkeypatch.setenv("PATH", str(empty) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setitem(sys.modules, "jtop", None)
+    json_path = str(tmp_path / "nopower.json")
+    rc, stdout, stderr = _run_cli(["--model", tiny_model("deployable", height=64, width=96), "--input-size", "96x64",
+                                   "--warmup", "0", "--duration", "0.3", "--mode", "latency", "--sample-period",
+                                   "0.02", "--json", json_path], capsys)
+    assert rc == 0, stderr
+    document = json.load(open(json_path))
+    power = document["runs"][0]["results"][0]["power"]
+    assert power["avg_w"] is None and power["j_per_frame"] is None and power["samples"] >= 3
+    assert power["throttling"]["detected"] is False and power["throttling"]["note"] is None
+    assert document["runs"][0]["results"][0]["fps_per_w"] is None
+    assert any("no power reading" in w and "INA3221" in w for w in document["warnings"])
+    assert any("jetson-stats is not installed" in n for n in document["platform"]["notes"])

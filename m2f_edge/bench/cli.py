@@ -159,9 +159,8 @@ def measure_run(segmenter, pool, batches, modes, config, power_source, platform,
                 runner = run_latency if mode == "latency" else run_throughput
                 result = runner(segmenter, pool, batch, config)
                 start, end = result.pop("window")
+                # a source without a power monitor still samples clocks and temperatures (throttling)
                 power = sampler.summary(start, end, result["frames"], clocks_locked) if sampler is not None else None
-                if power is not None and power["avg_w"] is None and not getattr(power_source, "has_power", True):
-                    power = None  # clocks-only source: no watts to report
                 result["power"] = power
                 result["fps_per_w"] = (result["fps"] / power["avg_w"]) if power and power["avg_w"] else None
                 result["model_card"] = model_card.card_entry(device, batch)
@@ -200,7 +199,7 @@ def run_benchmark(args, log=print) -> Dict[str, Any]:
     segmenter = make_segmenter(args)
     power_source, power_notes, handles = telemetry.open_power_source(use_jtop=not args.no_jtop)
     warnings = []
-    if power_source is None:
+    if power_source is None or not getattr(power_source, "has_power", True):
         warnings.append("no power reading on this machine, so watts, J/frame and FPS/W are n/a ({})".format(
             "; ".join(note for note in power_notes if note) or "no Jetson power monitor and no NVIDIA GPU"))
     else:
@@ -278,7 +277,8 @@ def main(argv=None) -> int:
         print("m2f-edge-bench: error: {}".format(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("m2f-edge-bench: interrupted (power mode and clocks restored)", file=sys.stderr)
+        restored = " (power mode and clocks restored)" if args.power_modes.strip().lower() != "current" else ""
+        print("m2f-edge-bench: interrupted{}".format(restored), file=sys.stderr)
         return 130
     except (RuntimeError, ValueError, OSError) as error:
         print("m2f-edge-bench: error: {}".format(error), file=sys.stderr)
