@@ -521,3 +521,30 @@ def test_jetson_without_power_monitor_still_samples_clocks(tiny_model, tmp_path,
     assert document["runs"][0]["results"][0]["fps_per_w"] is None
     assert any("no power reading" in w and "INA3221" in w for w in document["warnings"])
     assert any("jetson-stats is not installed" in n for n in document["platform"]["notes"])
+
+
+def test_sigterm_during_a_sweep_restores_the_power_mode(tiny_model, tmp_path, fake_orin):
+    import signal
+    import subprocess
+
+    root, log = fake_orin
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "m2f_edge.bench", "--model", tiny_model("deployable", height=64, width=96),
+         "--power-modes", "0", "--settle", "0", "--input-size", "96x64", "--warmup", "0", "--duration", "60"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        deadline = time.time() + 60
+        while "nvpmodel -m 0" not in fake_jetson.read_calls(log) and time.time() < deadline:
+            time.sleep(0.1)
+        assert "nvpmodel -m 0" in fake_jetson.read_calls(log), process.communicate(timeout=5)
+        time.sleep(1.0)  # measuring in mode 0 now
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted (power mode and clocks restored)" in err
+    _assert_restored(root, log)
