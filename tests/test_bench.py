@@ -482,10 +482,14 @@ def test_compare_prints_ratios(tmp_path, capsys):
     assert "not an m2f-edge-bench JSON" in capsys.readouterr().err
 
 
-def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path, tiny_model, plain_host, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(RuntimeError, match=r"m2f-edge\[plot\]"):
         reports.write_plot(_doc_with({("latency", 1): 10.0}), str(tmp_path / "p.png"))
+    # the CLI says so before measuring anything
+    rc, stdout, stderr = _run_cli(["--model", tiny_model("deployable", height=64, width=96), "--plot",
+                                   str(tmp_path / "p.png"), "--duration", "60"], capsys)
+    assert rc == 2 and "m2f-edge[plot]" in stderr and stdout == ""
 
 
 def test_plot_written_with_matplotlib(tmp_path):

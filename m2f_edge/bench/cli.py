@@ -191,6 +191,11 @@ def run_benchmark(args, log=print) -> Dict[str, Any]:
         pool = frames_from_args(args.input_size, args.frames)
     except ValueError as error:
         raise UsageError(str(error))
+    if args.plot:
+        try:
+            reports.require_matplotlib()
+        except RuntimeError as error:  # say so before a long run, not after it
+            raise UsageError(str(error))
     controller = telemetry.PowerModeController()
     mode_plan = plan_power_modes(args.power_modes, controller)
 
@@ -207,7 +212,8 @@ def run_benchmark(args, log=print) -> Dict[str, Any]:
     document = {
         "schema_version": 1, "tool": "m2f-edge-bench",
         "m2f_edge_version": value_of(platform["host"]["m2f_edge_core"], {}).get("version"),
-        "created_utc": datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat()
+        + "Z",
         "command": " ".join(shlex.quote(a) for a in ["m2f-edge-bench"] + list(args.argv)),
         "config": dict(config.as_dict(), batches=batches, modes=modes, frames=pool.description,
                        frame_size=list(pool.frame_size), power_modes=args.power_modes),

@@ -280,14 +280,19 @@ def write_markdown(document: Dict[str, Any], path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- plot
-def write_plot(document: Dict[str, Any], path: str) -> None:
-    """FPS and FPS per watt against batch size, one line per power mode and timing mode."""
+def require_matplotlib():
     try:
         import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install 'm2f-edge[plot]'")
+    return matplotlib
+
+
+def write_plot(document: Dict[str, Any], path: str) -> None:
+    """FPS and FPS per watt against batch size, one line per power mode and timing mode."""
+    matplotlib = require_matplotlib()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     figure, (ax_fps, ax_eff) = plt.subplots(1, 2, figsize=(11, 4.2))
     any_power = False
     for run in document["runs"]:
