@@ -360,3 +360,25 @@ def test_nvpmodel_absent_is_a_clear_error(tmp_path, monkeypatch, no_tools):
     assert not control.available()
     with pytest.raises(power_modes.PowerModeError, match="not on PATH"):
         control.set_mode(0)
+
+
+@pytest.mark.parametrize("board", ["agx_orin", "xavier"])
+def test_captured_tree_replays_the_same_facts(tmp_path, monkeypatch, no_tools, board, capsys):
+    from m2f_edge.bench import cli
+
+    _tree(tmp_path, monkeypatch, board)
+    original = jetson.collect()
+    copy = tmp_path / "capture"
+    assert cli.main(["--capture-sysroot", str(copy)]) == 0
+    assert "replay with M2F_SYSROOT=" in capsys.readouterr().out
+    links = [os.path.join(d, n) for d, dirs, files in os.walk(str(copy)) for n in dirs + files
+             if os.path.islink(os.path.join(d, n))]
+    assert links == []  # plain files only: the copy replays anywhere
+    assert "nvpmodel -q" in (copy / "m2f_commands.txt").read_text()
+    monkeypatch.setenv("M2F_SYSROOT", str(copy))
+    replayed = jetson.collect()
+    for key, entry in original.items():
+        if isinstance(entry, dict):
+            assert replayed[key]["value"] == entry["value"], key
+        else:
+            assert replayed[key] == entry, key

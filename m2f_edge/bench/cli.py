@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", metavar="F", help="write a Markdown report")
     parser.add_argument("--plot", metavar="F.png", help="plot FPS and FPS/W per power mode and batch (matplotlib)")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print ratios B/A of two results")
+    parser.add_argument("--capture-sysroot", metavar="DIR",
+                        help="copy the system files the telemetry reads into DIR (for a bug report; replay with "
+                             "M2F_SYSROOT=DIR) and exit")
     return parser
 
 
@@ -273,8 +276,15 @@ def main(argv=None) -> int:
             a, b = reports.read_json(a_path), reports.read_json(b_path)
             print(compare_mod.format_comparison(a_path, b_path, compare_mod.compare(a, b)))
             return 0
+        if args.capture_sysroot:
+            from ..telemetry.capture import capture
+            counts = capture(args.capture_sysroot)
+            print("captured {} files into {} ({} unreadable, e.g. debugfs without root); replay with "
+                  "M2F_SYSROOT={}".format(counts["copied"], args.capture_sysroot, counts["unreadable"],
+                                          args.capture_sysroot))
+            return 0
         if not args.model:
-            parser.error("--model is required (or --compare A.json B.json)")
+            parser.error("--model is required (or --compare A.json B.json, or --capture-sysroot DIR)")
         document = run_benchmark(args, log=lambda text: print(text, file=sys.stderr))
         print(reports.format_table(document))
         write_outputs(document, args)
