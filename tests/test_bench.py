@@ -552,3 +552,16 @@ def test_sigterm_during_a_sweep_restores_the_power_mode(tiny_model, tmp_path, fa
     assert process.returncode == 130, err
     assert "interrupted (power mode and clocks restored)" in err
     _assert_restored(root, log)
+
+
+def test_ctrl_c_in_throughput_mode_ends_the_stage_threads():
+    class InterruptedPost(SleepingSegmenter):
+        def postprocess(self, outputs, transforms):
+            if len(self.spans["post"]) >= 2:
+                raise KeyboardInterrupt
+            return SleepingSegmenter.postprocess(self, outputs, transforms)
+
+    seg = InterruptedPost(pre=0.001, infer=0.001, post=0.001)
+    with pytest.raises(KeyboardInterrupt):
+        run_throughput(seg, synthetic_frames(24, 32, 2), 1, BenchConfig(warmup_s=0.0, iterations=500, queue_depth=1))
+    assert not [t for t in threading.enumerate() if t.name.startswith("m2f-bench-") and t.is_alive()]

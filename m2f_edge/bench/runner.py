@@ -204,8 +204,15 @@ def _pipeline(segmenter, pool, batch, config, duration_s, iterations, clock):
         raise
     finally:
         stop.set()
+        # keep draining so that stages blocked on a full queue can see the stop and end
+        give_up = time.monotonic() + 60.0
+        while any(thread.is_alive() for thread in threads) and time.monotonic() < give_up:
+            try:
+                to_post.get(timeout=0.05)
+            except queue.Empty:
+                pass
         for thread in threads:
-            thread.join(timeout=30.0)
+            thread.join(timeout=1.0)
     if errors:
         raise errors[0]
     end = completions[-1] if completions else clock()
