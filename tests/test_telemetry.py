@@ -136,6 +136,7 @@ def test_host_facts_from_tree(tmp_path, monkeypatch, no_tools):
     assert facts["cpu_model"]["value"] == "Arm Cortex-A78AE"
     assert facts["memory_gib"]["value"] == pytest.approx(expected["memory_gib"])
     assert facts["os"]["value"] == "Ubuntu 20.04.6 LTS"
+    assert facts["cpu_count"] == {"value": expected["cpus"], "source": "/proc/cpuinfo"}
     assert facts["python"]["value"] == sys.version.split()[0]
     _tree(tmp_path / "x", monkeypatch, "xavier")
     assert telemetry.host.cpu_model()["value"] == "NVIDIA Carmel"
@@ -382,3 +383,15 @@ def test_captured_tree_replays_the_same_facts(tmp_path, monkeypatch, no_tools, b
             assert replayed[key]["value"] == entry["value"], key
         else:
             assert replayed[key] == entry, key
+
+
+def test_short_window_power_is_interpolated_from_neighbouring_samples():
+    samples = [(0.0, {"watts": 10.0}), (1.0, {"watts": 20.0})]  # window between two samples
+    summary = sampler.summarize(samples, 0.25, 0.75, frames=5)
+    assert summary["samples"] == 0
+    assert summary["avg_w"] == pytest.approx(15.0)  # 12.5 W at 0.25 s, 17.5 W at 0.75 s
+    assert summary["energy_j"] == pytest.approx(7.5) and summary["j_per_frame"] == pytest.approx(1.5)
+    assert summary["max_w"] == pytest.approx(17.5)
+    clamped = sampler.summarize([(0.0, {"watts": 8.0})], 2.0, 3.0, frames=1)
+    assert clamped["avg_w"] == pytest.approx(8.0)
+    assert sampler.summarize([(0.0, {"watts": None})], 0.0, 1.0, frames=1)["avg_w"] is None

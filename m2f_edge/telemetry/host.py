@@ -35,6 +35,15 @@ def cpu_model() -> Dict[str, Any]:
     return fact(processor, "platform.processor()") if processor else missing("/proc/cpuinfo", "unreadable")
 
 
+def cpu_count() -> Dict[str, Any]:
+    """Processors listed in /proc/cpuinfo (so a replayed tree reports its own board), else os.cpu_count()."""
+    text = sr.read_text("/proc/cpuinfo")
+    count = len(re.findall(r"^processor\s*:", text or "", re.MULTILINE))
+    if count:
+        return fact(count, "/proc/cpuinfo")
+    return fact(os.cpu_count(), "os.cpu_count()")
+
+
 def memory_total_gib() -> Dict[str, Any]:
     text = sr.read_text("/proc/meminfo")
     match = re.search(r"^MemTotal:\s*(\d+)\s*kB", text or "", re.MULTILINE)
@@ -97,7 +106,7 @@ def collect() -> Dict[str, Any]:
         "hostname": fact(platform.node(), "platform.node()"),
         "machine": fact(platform.machine(), "platform.machine()"),
         "cpu_model": cpu_model(),
-        "cpu_count": fact(os.cpu_count(), "os.cpu_count()"),
+        "cpu_count": cpu_count(),
         "memory_gib": memory_total_gib(),
         "os": os_release(),
         "kernel": fact(platform.release(), "platform.release()"),

@@ -134,29 +134,45 @@ class PowerSampler(object):
             self._stop.wait(max(0.0, self.period_s - (time.perf_counter() - now)))
 
     def summary(self, start: float, end: float, frames: int, clocks_locked: Optional[bool] = None) -> Dict[str, Any]:
-        """Average watts, joules, joules per frame and throttling over [start, end] (perf_counter)."""
+        """Average watts, joules, joules per frame and throttling over [start, end] (perf_counter).
+
+        Waits (up to three sampling periods) for a sample after ``end`` so that the power at the
+        window's end is interpolated, not extrapolated."""
+        give_up = time.perf_counter() + 3 * self.period_s
+        while self._thread is not None and time.perf_counter() < give_up and \
+                not (self.samples and self.samples[-1][0] >= end):
+            time.sleep(self.period_s / 4)
         return summarize(self.samples, start, end, frames, clocks_locked,
                          getattr(self.source, "total_source", None), getattr(self.source, "name", None))
 
 
+def _interpolate(points, x):
+    """Linear interpolation of watts at time x between the samples around it (clamped at the ends)."""
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (t0, w0), (t1, w1) in zip(points, points[1:]):
+        if t0 <= x <= t1:
+            return w0 if t1 == t0 else w0 + (w1 - w0) * (x - t0) / (t1 - t0)
+    return points[-1][1]
+
+
 def summarize(samples, start, end, frames, clocks_locked=None, total_source=None, source_name=None):
+    """Energy over [start, end] by the trapezoid rule on the power samples, with the power at the
+    window's edges interpolated from the samples around them -- so a window shorter than the
+    sampling period still gets a (coarser) reading."""
     window = [(t, s) for t, s in samples if start <= t <= end]
-    power = [(t, s["watts"]) for t, s in window if s.get("watts") is not None]
+    power = sorted((t, s["watts"]) for t, s in samples if s.get("watts") is not None)
     out = {"source": source_name, "total_source": total_source, "samples": len(window),
            "avg_w": None, "energy_j": None, "j_per_frame": None, "max_w": None}
-    if len(power) >= 2:
-        energy = 0.0
-        for (t0, w0), (t1, w1) in zip(power, power[1:]):
-            energy += 0.5 * (w0 + w1) * (t1 - t0)
-        span = power[-1][0] - power[0][0]
-        avg = energy / span if span > 0 else power[0][1]
-        out["avg_w"] = avg
-        out["energy_j"] = avg * (end - start)
-        out["max_w"] = max(w for _, w in power)
-    elif len(power) == 1:
-        out["avg_w"] = power[0][1]
-        out["energy_j"] = power[0][1] * (end - start)
-        out["max_w"] = power[0][1]
+    if power:
+        points = [(start, _interpolate(power, start))] + [(t, w) for t, w in power if start < t < end] + \
+                 [(end, _interpolate(power, end))]
+        energy = sum(0.5 * (w0 + w1) * (t1 - t0) for (t0, w0), (t1, w1) in zip(points, points[1:]))
+        out["avg_w"] = energy / (end - start) if end > start else points[0][1]
+        out["energy_j"] = out["avg_w"] * (end - start)
+        out["max_w"] = max(w for _, w in points)
     if out["energy_j"] is not None and frames:
         out["j_per_frame"] = out["energy_j"] / frames
     out["throttling"] = detect_throttling(window, clocks_locked)
