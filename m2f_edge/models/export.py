@@ -173,6 +173,57 @@ def _build_wrappers(torch):
     return RawNetwork, InstancePostProcessor, Deployable
 
 
+def _plugin_attention(torch, original):
+    """A drop-in for transformers' multi_scale_deformable_attention that exports as TensorRT's
+    MultiscaleDeformableAttnPlugin_TRT node (domain "nvidia", like TAO's GPU export) and computes the
+    original function in PyTorch."""
+
+    class PluginAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes):
+            out = original(value, list(spatial_shapes), sampling_locations, attention_weights)
+            return out.view(value.shape[0], sampling_locations.shape[1], value.shape[2], value.shape[3])
+
+        @staticmethod
+        def symbolic(g, value, sampling_locations, attention_weights, spatial_shapes):
+            shapes = torch.tensor([list(s) for s in spatial_shapes], dtype=torch.int32)
+            sizes = [int(h) * int(w) for h, w in spatial_shapes]
+            starts = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))], dtype=torch.int32)
+            return g.op("nvidia::" + "MultiscaleDeformableAttnPlugin_TRT", value,
+                        g.op("Constant", value_t=shapes), g.op("Constant", value_t=starts),
+                        sampling_locations, attention_weights)
+
+    def attention(value, value_spatial_shapes, sampling_locations, attention_weights):
+        spatial = tuple((int(h), int(w)) for h, w in value_spatial_shapes)
+        out = PluginAttention.apply(value, sampling_locations, attention_weights, spatial)
+        return out.flatten(2)
+
+    return attention
+
+
+class _patched_attention:
+    """Context manager swapping transformers' deformable attention for the plugin-emitting one."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.module = None
+        self.original = None
+
+    def __enter__(self):
+        if self.enabled:
+            torch, _ = _require_torch()
+            from transformers.models.mask2former import modeling_mask2former as module
+            self.module = module
+            self.original = module.multi_scale_deformable_attention
+            module.multi_scale_deformable_attention = _plugin_attention(torch, self.original)
+        return self
+
+    def __exit__(self, *exc):
+        if self.module is not None:
+            self.module.multi_scale_deformable_attention = self.original
+        return False
+
+
 def build_export_module(model, head: str = "deployable", input_size: Tuple[int, int] = DEFAULT_INPUT_SIZE,
                         topk: Optional[int] = None):
     """The torch module whose ONNX export gives the chosen contract (exposed for tests and tools)."""
@@ -207,12 +258,16 @@ def _check_size(input_size) -> Tuple[int, int]:
 def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
            input_size: Sequence[int] = DEFAULT_INPUT_SIZE, batch: Optional[int] = 1,
            topk: Optional[int] = None, opset: int = 17, class_names: Optional[Sequence[str]] = None,
-           num_labels: int = 1, num_queries: int = 100, seed: int = 0) -> Dict[str, Any]:
+           num_labels: int = 1, num_queries: int = 100, seed: int = 0,
+           tensorrt_plugin: bool = False) -> Dict[str, Any]:
     """Export ``source`` (see :func:`load_model`) to ``output`` (.onnx) and return a summary dict.
 
     batch: a fixed batch size, or None / 0 / -1 for a dynamic batch dimension named "batch".
     topk: K of the deployable head (default min(100, queries x classes), TAO's test_topk_per_image).
     class_names: override the checkpoint's id2label names (length must equal its num_labels).
+    tensorrt_plugin: export the pixel decoder's deformable attention as TensorRT's
+    MultiscaleDeformableAttnPlugin_TRT node, as TAO's GPU export does (TensorRT runs its fused plugin;
+    ONNX Runtime needs `m2f-edge convert --portable` or the in-memory rewrite on load).
     """
     torch, _ = _require_torch()
     import onnx
@@ -245,7 +300,9 @@ def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
     import warnings
-    with torch.no_grad(), warnings.catch_warnings():
+    if tensorrt_plugin:
+        kwargs["custom_opsets"] = {"nvidia": 1}
+    with torch.no_grad(), warnings.catch_warnings(), _patched_attention(tensorrt_plugin):
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on fixed shapes
         torch.onnx.export(module, (dummy,), output, **kwargs)
 
@@ -278,6 +335,8 @@ def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
         "batch": None if dynamic else trace_batch, "opset": opset, "class_names": names,
         "num_queries": int(model.config.num_queries), "no_object_index": -1,
         "topk": module.post_processor.topk if head == "deployable" else None,
+        "tensorrt_plugin_nodes": sum(1 for n in onnx_model.graph.node
+                                     if n.op_type == "MultiscaleDeformableAttnPlugin_TRT"),
         "nodes": len(onnx_model.graph.node), "bytes": os.path.getsize(output), "seconds": seconds,
     }
     _log.info("exported %s head to %s in %.1f s", head, output, seconds)

@@ -300,6 +300,8 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = True) -> onnx.
     del result.graph.node[:]
     result.graph.node.extend(new_nodes)
 
+    _drop_unused_constants(result.graph)
+
     # drop custom-domain imports nothing uses any more
     used_domains = {node.domain for node in result.graph.node}
     for entry in list(result.opset_import):
@@ -315,6 +317,22 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = True) -> onnx.
     _log.info("replaced %d %s node(s) with standard ONNX ops (GridSample, opset %d)",
               len(plugins), PLUGIN_OP_TYPE, opset)
     return result
+
+
+def _drop_unused_constants(graph: onnx.GraphProto) -> None:
+    """The plugin's level tables may now feed nothing: drop such initializers and Constant nodes."""
+    used = {name for node in graph.node for name in node.input}
+    used.update(o.name for o in graph.output)
+    kept_nodes = [n for n in graph.node
+                  if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output[0] not in used)]
+    if len(kept_nodes) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept_nodes)
+    graph_inputs = {i.name for i in graph.input}
+    kept_inits = [i for i in graph.initializer if i.name in used or i.name in graph_inputs]
+    if len(kept_inits) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept_inits)
 
 
 def plugin_summary(model: onnx.ModelProto) -> Tuple[int, List[str]]:
