@@ -201,26 +201,50 @@ def _plugin_attention(torch, original):
     return attention
 
 
-class _patched_attention:
-    """Context manager swapping transformers' deformable attention for the plugin-emitting one."""
+def _float_reference_points(torch):
+    """transformers' encoder reference points, built with arange instead of linspace: the ONNX
+    exporter computes linspace in float64, and with a fixed batch the float64 reaches GridSample,
+    which ONNX Runtime's CPU provider has no float64 kernel for. Same values."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.module = None
-        self.original = None
+    def get_reference_points(spatial_shapes_list, valid_ratios, device):
+        points = []
+        for level, (height, width) in enumerate(spatial_shapes_list):
+            ys = torch.arange(int(height), dtype=valid_ratios.dtype, device=device) + 0.5
+            xs = torch.arange(int(width), dtype=valid_ratios.dtype, device=device) + 0.5
+            ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
+            ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
+            ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * width)
+            points.append(torch.stack((ref_x, ref_y), -1))
+        reference_points = torch.cat(points, 1)
+        return reference_points[:, :, None] * valid_ratios[:, None]
+
+    return staticmethod(get_reference_points)
+
+
+class _export_patches:
+    """Context manager patching transformers' Mask2Former for export (restored on exit): float32
+    reference points always; the plugin-emitting deformable attention when asked."""
+
+    def __init__(self, tensorrt_plugin: bool):
+        self.tensorrt_plugin = tensorrt_plugin
+        self.restore = []
 
     def __enter__(self):
-        if self.enabled:
-            torch, _ = _require_torch()
-            from transformers.models.mask2former import modeling_mask2former as module
-            self.module = module
-            self.original = module.multi_scale_deformable_attention
-            module.multi_scale_deformable_attention = _plugin_attention(torch, self.original)
+        torch, _ = _require_torch()
+        from transformers.models.mask2former import modeling_mask2former as module
+        encoder = module.Mask2FormerPixelDecoderEncoderOnly
+        self.restore.append((encoder, "get_reference_points", encoder.__dict__["get_reference_points"]))
+        encoder.get_reference_points = _float_reference_points(torch)
+        if self.tensorrt_plugin:
+            original = module.multi_scale_deformable_attention
+            self.restore.append((module, "multi_scale_deformable_attention", original))
+            module.multi_scale_deformable_attention = _plugin_attention(torch, original)
         return self
 
     def __exit__(self, *exc):
-        if self.module is not None:
-            self.module.multi_scale_deformable_attention = self.original
+        for owner, name, value in reversed(self.restore):
+            setattr(owner, name, value)
+        self.restore = []
         return False
 
 
@@ -302,7 +326,7 @@ def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
     import warnings
     if tensorrt_plugin:
         kwargs["custom_opsets"] = {"nvidia": 1}
-    with torch.no_grad(), warnings.catch_warnings(), _patched_attention(tensorrt_plugin):
+    with torch.no_grad(), warnings.catch_warnings(), _export_patches(tensorrt_plugin):
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on fixed shapes
         torch.onnx.export(module, (dummy,), output, **kwargs)
 
