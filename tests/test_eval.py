@@ -68,7 +68,7 @@ def _results(truth, shift=0, score_of=lambda i: 0.9 - 0.1 * i):
             moved = np.roll(mask, shift, axis=1)
             rle = mask_utils.encode(np.asfortranarray(moved.astype(np.uint8)))
             out.append({"image_id": image_id, "category_id": cat, "score": score_of(i),
-                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                        "segmentation": {"size": rle["size"], "counts": str(rle["counts"], "ascii")},
                         "bbox": [float(v) for v in mask_utils.toBbox(rle)]})
     return out
 
