@@ -39,6 +39,9 @@ def add_parser(subparsers):
                         help="comma-separated class names (default: the checkpoint's id2label)")
     parser.add_argument("--num-labels", type=int, default=1, help="presets only: number of classes (default 1)")
     parser.add_argument("--num-queries", type=int, default=100, help="presets only: number of queries (default 100)")
+    parser.add_argument("--tensorrt-plugin", action="store_true",
+                        help="export the deformable attention as TensorRT's MultiscaleDeformableAttnPlugin_TRT node, "
+                             "as TAO's GPU export does (TensorRT only; ONNX Runtime rewrites it on load)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights (presets, config.json)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
@@ -56,15 +59,16 @@ def run(args) -> int:
         names = [n.strip() for n in args.class_names.split(",")]
     summary = export(args.model, args.output, head=args.head, input_size=size,
                      batch=None if args.dynamic_batch else args.batch, topk=args.topk, opset=args.opset,
-                     class_names=names, num_labels=args.num_labels, num_queries=args.num_queries, seed=args.seed)
+                     class_names=names, num_labels=args.num_labels, num_queries=args.num_queries, seed=args.seed,
+                     tensorrt_plugin=args.tensorrt_plugin)
     if args.json:
         print(json.dumps(summary))
     else:
         batch = "dynamic" if summary["batch"] is None else summary["batch"]
         print("wrote {output}: {head} head, input {h}x{w}, batch {batch}, {q} queries, classes {names}, "
-              "opset {opset}, {nodes} nodes, {mb:.1f} MB, {seconds:.1f} s".format(
+              "opset {opset}, {plugins} TensorRT plugin nodes, {nodes} nodes, {mb:.1f} MB, {seconds:.1f} s".format(
                   output=summary["output"], head=summary["head"], h=summary["input_size"][0],
                   w=summary["input_size"][1], batch=batch, q=summary["num_queries"], names=summary["class_names"],
-                  opset=summary["opset"], nodes=summary["nodes"], mb=summary["bytes"] / 1e6,
+                  opset=summary["opset"], plugins=summary["tensorrt_plugin_nodes"], nodes=summary["nodes"], mb=summary["bytes"] / 1e6,
                   seconds=summary["seconds"]))
     return 0
