@@ -48,6 +48,7 @@ def test_raw_head_dynamic_batch_matches_pytorch_through_tensorrt_plugin_and_port
     meta = _metadata(path)
     assert int(meta[METADATA_NO_OBJECT]) == -1  # Hugging Face: no-object is the LAST class
     assert json.loads(meta[METADATA_CLASS_NAMES]) == ["object"]
+    assert int(meta["m2f_edge.topk"]) == hx.QUERIES  # min(100, Q*C) candidates for the core
 
 
 def test_deployable_head_matches_reference_instance_inference():

@@ -339,6 +339,9 @@ def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
     }
     if head == "deployable":
         metadata[METADATA_TOPK] = str(module.post_processor.topk)
+    else:  # what the core's raw-head post-processing should keep: TAO's test_topk_per_image, at most Q*C
+        limit = int(model.config.num_queries) * int(model.config.num_labels)
+        metadata[METADATA_TOPK] = str(min(100, limit) if topk is None else min(int(topk), limit))
     set_metadata(onnx_model, metadata)
     onnx_model.producer_name = "m2f_edge"
     batch_dim = "batch" if dynamic else trace_batch
@@ -358,7 +361,7 @@ def export(source, output: Union[str, os.PathLike], *, head: str = "deployable",
         "output": output, "head": head, "input_size": (height, width),
         "batch": None if dynamic else trace_batch, "opset": opset, "class_names": names,
         "num_queries": int(model.config.num_queries), "no_object_index": -1,
-        "topk": module.post_processor.topk if head == "deployable" else None,
+        "topk": int(metadata[METADATA_TOPK]),
         "tensorrt_plugin_nodes": sum(1 for n in onnx_model.graph.node
                                      if n.op_type == "MultiscaleDeformableAttnPlugin_TRT"),
         "nodes": len(onnx_model.graph.node), "bytes": os.path.getsize(output), "seconds": seconds,
