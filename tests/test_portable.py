@@ -93,7 +93,7 @@ def make_plugin_model(domain="nvidia", constant_tables=True, batch=None, opset=1
         helper.make_node("Add", ["attn", "one"], ["out"], name="/after"),
     ]
     graph = helper.make_graph(nodes, "plugin_graph", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], initializers)
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch_dim, QUERIES, HEADS, HEAD_DIM])], initializers)
     opsets = [helper.make_opsetid("", opset)]
     if domain:
         opsets.append(helper.make_opsetid(domain, 1))

@@ -69,10 +69,37 @@ def _constant_values(model: onnx.ModelProto) -> Dict[str, np.ndarray]:
     return values
 
 
+SMALL_INITIALIZER_ELEMENTS = 1024
+
+
+def _weightless_view(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers turned into graph inputs of the same type and shape.
+
+    Shape inference serialises the whole model; for a 190 MB network that costs seconds while the
+    weights' values never matter to shapes (small ones, like Reshape targets, are kept)."""
+    view = onnx.ModelProto()
+    view.ir_version = model.ir_version
+    view.opset_import.extend(model.opset_import)
+    graph = view.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    declared = {i.name for i in model.graph.input}
+    for init in model.graph.initializer:
+        external = init.data_location == onnx.TensorProto.EXTERNAL
+        if not external and int(np.prod(init.dims, dtype=np.int64)) <= SMALL_INITIALIZER_ELEMENTS:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return view
+
+
 def _static_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     """Static dims of every tensor shape inference can reach (None for a dynamic dim)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(_weightless_view(model), strict_mode=False)
     except Exception as exc:  # shape inference is a help here, not a requirement
         _log.debug("shape inference failed before the rewrite: %s", exc)
         inferred = model
@@ -83,7 +110,7 @@ def _static_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
         if not tensor_type.HasField("shape"):
             continue
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
-    for init in graph.initializer:
+    for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
 
@@ -257,12 +284,14 @@ def _rewrite_node(node: onnx.NodeProto, builder: _Builder, constants: Dict[str, 
     return b.nodes
 
 
-def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = True) -> onnx.ModelProto:
+def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = False) -> onnx.ModelProto:
     """Return a copy of ``model`` with every ``MultiscaleDeformableAttnPlugin_TRT`` node replaced.
 
     The replacement uses only standard ONNX ops (GridSample, Slice, Reshape, Transpose, ...), so the
     model runs in ONNX Runtime or any other ONNX engine. The default opset is raised to 16 when
     lower (GridSample needs it). A model without plugin nodes comes back unchanged (as a copy).
+    The new nodes' shapes are inferable (onnx.shape_inference); infer_shapes=True also stores them
+    in the returned model's value_info (slow for large models: it serialises the weights).
     Raises ValueError when a plugin node cannot be rewritten (wrong arity, non-static level count).
     """
     if not isinstance(model, onnx.ModelProto):
