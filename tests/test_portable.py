@@ -189,3 +189,23 @@ def test_bad_plugin_node_is_a_clear_error():
         make_portable(model)
     with pytest.raises(TypeError, match="model"):
         make_portable("model.onnx")
+
+
+def test_cli_convert_portable_writes_a_runnable_model(tmp_path, capsys):
+    from m2f_edge.cli import main
+
+    source = tmp_path / "plugin.onnx"
+    onnx.save(make_plugin_model(domain="TRT"), str(source))
+    out = tmp_path / "portable.onnx"
+    assert main(["convert", str(source), "-o", str(out), "--portable"]) == 0
+    assert "1 MultiscaleDeformableAttnPlugin_TRT node(s) replaced" in capsys.readouterr().out
+    converted = onnx.load(str(out))
+    assert not needs_portable(converted)
+    value, locations, weights = _random_inputs(2, seed=8)
+    shapes, starts = _level_tables()
+    got = _run(converted, {"value": value, "sampling_locations": locations, "attention_weights": weights})
+    np.testing.assert_allclose(got, ms_deform_attn_reference(value, shapes, starts, locations, weights) + 1,
+                               atol=1e-5, rtol=1e-5)
+    # a missing input file is one clear error, not a traceback
+    assert main(["convert", str(tmp_path / "absent.onnx"), "-o", str(tmp_path / "x.onnx"), "--portable"]) != 0
+    assert "no such file" in capsys.readouterr().err
