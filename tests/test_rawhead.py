@@ -99,3 +99,82 @@ class TestOnExportedModel:
         # refuses to overwrite, and needs something to do
         assert main(["convert", str(source), "-o", str(out), "--raw-head"]) != 0
         assert main(["convert", str(source), "-o", str(tmp_path / "x.onnx")]) != 0
+
+
+def _export_tao_like(path, queries=6, classes=1, size=64):
+    """A small torch network whose post-processor follows TAO's deployable graph as DESIGN.md describes it:
+    upsample ALL query mask logits to the network size first, softmax with no-object at index 0, top-k over
+    Q*C, select the chosen queries, 0/1 masks, score = prob * mean sigmoid inside the mask."""
+    import inspect
+    import warnings
+
+    import torch
+    from torch.nn import functional as F
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.masks = torch.nn.Conv2d(3, queries, 4, stride=4)
+            self.classes = torch.nn.Linear(3, queries * (classes + 1))
+
+        def forward(self, x):
+            pooled = x.mean(dim=(2, 3))
+            return self.classes(pooled).view(-1, queries, classes + 1), self.masks(x)
+
+    class TaoLikePostProcessor(torch.nn.Module):
+        def forward(self, logits, mask_logits):
+            full = F.interpolate(mask_logits, size=(size, size), mode="bilinear", align_corners=False)
+            probs = F.softmax(logits, dim=-1)[:, :, 1:]
+            scores, index = probs.flatten(1, 2).topk(queries * classes, sorted=False)
+            labels = index % classes
+            chosen = torch.stack([torch.index_select(full[i], 0, idx // classes) for i, idx in enumerate(index)])
+            masks = (chosen > 0).float()
+            mask_scores = (chosen.sigmoid().flatten(2) * masks.flatten(2)).sum(2) / (masks.flatten(2).sum(-1) + 1e-6)
+            return masks, scores * mask_scores, labels
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sem_seg_head = Head()
+            self.post_processor = TaoLikePostProcessor()
+
+        def forward(self, inputs):
+            return self.post_processor(*self.sem_seg_head(inputs))
+
+    torch.manual_seed(3)
+    model = Model().eval()
+    kwargs = dict(input_names=["inputs"], output_names=["pred_masks", "pred_scores", "pred_classes"], opset_version=17)
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), **kwargs)
+    return model
+
+
+def test_tao_like_post_processor_is_cut_with_no_object_first(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    from m2f_edge import _core
+
+    path = tmp_path / "tao_like.onnx"
+    model = _export_tao_like(path)
+    deployable = onnx.load(str(path))
+    raw = cut_raw_head(deployable)
+    meta = get_metadata(raw)
+    assert meta[METADATA_NO_OBJECT] == "0" and meta[METADATA_TOPK] == "6"
+    frame = np.random.default_rng(2).uniform(-2, 2, (1, 3, 64, 64)).astype(np.float32)
+    logits, mask_logits = _session(raw).run(None, {"inputs": frame})
+    with torch.no_grad():
+        want_logits, want_masks = model.sem_seg_head(torch.from_numpy(frame))
+    np.testing.assert_allclose(logits, want_logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(mask_logits, want_masks.numpy(), atol=1e-5)
+    d_masks, d_scores, d_classes = _session(deployable).run(None, {"inputs": frame})
+    transform = _core.ResizeTransform("stretch", 64, 64, 64, 64)
+    want = _core.postprocess_deployable(d_masks[0], d_scores[0], d_classes[0], transform, score_threshold=0.0)
+    got = _core.postprocess_raw(logits[0], mask_logits[0], transform, no_object_index=0, topk=6, score_threshold=0.0)
+    assert len(got["scores"]) == len(want["scores"]) > 0
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-4)
+    for a, b in zip(got["masks"], want["masks"]):
+        assert tiny_models.mask_iou(a, b) >= 0.99
