@@ -209,3 +209,15 @@ def test_cli_convert_portable_writes_a_runnable_model(tmp_path, capsys):
     # a missing input file is one clear error, not a traceback
     assert main(["convert", str(tmp_path / "absent.onnx"), "-o", str(tmp_path / "x.onnx"), "--portable"]) != 0
     assert "no such file" in capsys.readouterr().err
+
+
+def test_plugin_inside_a_subgraph_is_refused_clearly():
+    inner = make_plugin_model().graph
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    branch = helper.make_graph(list(inner.node), "branch", [], list(inner.output))
+    if_node = helper.make_node("If", ["cond"], ["out"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph([if_node], "outer", [cond] + list(inner.input), list(inner.output),
+                              list(inner.initializer))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("nvidia", 1)])
+    with pytest.raises(ValueError, match="subgraphs"):
+        make_portable(model)

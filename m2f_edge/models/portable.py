@@ -296,6 +296,11 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = False) -> onnx
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"model: expected an onnx.ModelProto, got {type(model).__name__}")
+    nested = _nested_plugin_count(model.graph)
+    if nested:
+        raise ValueError(f"model: {nested} {PLUGIN_OP_TYPE} node(s) sit inside If/Loop/Scan subgraphs, which "
+                         "make_portable does not rewrite; export the model without control flow around the "
+                         "deformable attention")
     result = onnx.ModelProto()
     result.CopyFrom(model)
     plugins = find_plugin_nodes(result)
@@ -346,6 +351,16 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = False) -> onnx
     _log.info("replaced %d %s node(s) with standard ONNX ops (GridSample, opset %d)",
               len(plugins), PLUGIN_OP_TYPE, opset)
     return result
+
+
+def _nested_plugin_count(graph: onnx.GraphProto) -> int:
+    count = 0
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                count += sum(1 for n in sub.node if n.op_type == PLUGIN_OP_TYPE) + _nested_plugin_count(sub)
+    return count
 
 
 def _drop_unused_constants(graph: onnx.GraphProto) -> None:
