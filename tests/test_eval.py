@@ -6,7 +6,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 
 import cv2
 import numpy as np

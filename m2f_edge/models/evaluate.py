@@ -35,15 +35,12 @@ OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 def _require_pycocotools():
     try:
-        from pycocotools import mask as mask_utils  # noqa: F401
-        from pycocotools.coco import COCO  # noqa: F401
-        from pycocotools.cocoeval import COCOeval  # noqa: F401
+        from pycocotools import mask as mask_utils
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
     except ImportError as exc:
         raise ImportError("m2f-edge eval needs pycocotools: pip install 'm2f-edge[eval]' "
                           "(or: pip install pycocotools)") from exc
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
     return COCO, COCOeval, mask_utils
 
 

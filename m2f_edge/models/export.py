@@ -38,14 +38,12 @@ METADATA_TOPK = "m2f_edge.topk"
 
 def _require_torch():
     try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import torch
+        import transformers
     except ImportError as exc:
         raise ImportError(
             "m2f-edge export needs PyTorch and Hugging Face transformers: "
             "pip install 'm2f-edge[export]' (or: pip install torch transformers)") from exc
-    import torch
-    import transformers
     return torch, transformers
 
 
