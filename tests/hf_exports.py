@@ -1,8 +1,10 @@
 """Small random-weight Hugging Face Mask2Former models and their ONNX exports, built once per test
 process (exports take seconds each on a small CPU) and shared by test_export.py and test_rawhead.py."""
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -12,6 +14,7 @@ QUERIES = 10
 CLASS_NAMES = ["cat", "dog"]
 
 _folder = tempfile.mkdtemp(prefix="m2f_hf_exports_")
+atexit.register(shutil.rmtree, _folder, True)
 
 
 @functools.lru_cache(maxsize=None)
