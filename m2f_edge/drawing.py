@@ -6,7 +6,7 @@ boxes and text are a handful of OpenCV calls per instance.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
