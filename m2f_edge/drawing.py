@@ -72,8 +72,11 @@ def draw_text_line(frame: np.ndarray, text: str, origin=(8, 22), scale: float = 
 
 def _label_text(instances, i: int, show_scores: bool) -> str:
     label = int(instances.labels[i])
-    names = getattr(instances, "class_names", None)
-    name = str(names[label]) if names is not None and 0 <= label < len(names) else str(label)
+    if hasattr(instances, "class_name"):
+        name = str(instances.class_name(label))
+    else:
+        names = getattr(instances, "class_names", None)
+        name = str(names[i]) if names is not None and i < len(names) else str(label)
     if show_scores:
         return "%s %.2f" % (name, float(instances.scores[i]))
     return name
