@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from typing import Optional
 from urllib.parse import urlsplit
@@ -179,6 +180,10 @@ class DisplaySink(Sink):
         super().__init__(uri)
         cv2 = _cv2()
         self.title = title
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            # GTK builds of OpenCV abort the whole process when they find no display: refuse first.
+            raise SinkError("sink %r: no display (DISPLAY is not set); write to a file instead, or run in a "
+                            "desktop session / set DISPLAY" % (uri,))
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
