@@ -71,23 +71,34 @@ void draw_instances(const TensorView& frame, const TensorView& instance_map, con
   char* const frame_base = static_cast<char*>(frame.data);
   const std::int64_t fs0 = frame.strides[0], fs1 = frame.strides[1], fs2 = frame.strides[2];
 
+  const std::int64_t ms0 = instance_map.strides[0], ms1 = instance_map.strides[1];
+  const char* const map_base = static_cast<const char*>(instance_map.data);
+
   parallel_for(height, threads, kRowsPerChunk, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       const bool has_up = r > 0, has_down = r + 1 < height;
+      // Row pointers: the neighbours of row r are one map stride away.
+      const char* row = map_base + r * ms0;
+      const char* row_up = has_up ? row - ms0 : row;
+      const char* row_down = has_down ? row + ms0 : row;
+      char* frame_row = frame_base + r * fs0;
+      auto id_at = [ms1](const char* base, std::int64_t c) {
+        return *reinterpret_cast<const std::int32_t*>(base + c * ms1);
+      };
       for (std::int64_t c = 0; c < width; ++c) {
-        const std::int32_t id = map.at(r, c);
+        const std::int32_t id = id_at(row, c);
         if (id == 0) continue;
         const std::uint8_t* paint = &palette[static_cast<std::size_t>(id - 1) * 3];
         int w = weight;
         if (outline) {
           const bool has_left = c > 0, has_right = c + 1 < width;
-          const std::int32_t up = has_up ? map.at(r - 1, c) : id;
-          const std::int32_t down = has_down ? map.at(r + 1, c) : id;
-          const std::int32_t left = has_left ? map.at(r, c - 1) : id;
-          const std::int32_t right = has_right ? map.at(r, c + 1) : id;
+          const std::int32_t up = id_at(row_up, c);
+          const std::int32_t down = id_at(row_down, c);
+          const std::int32_t left = has_left ? id_at(row, c - 1) : id;
+          const std::int32_t right = has_right ? id_at(row, c + 1) : id;
           if (math::on_outline(id, up, down, left, right, has_up, has_down, has_left, has_right)) w = 255;
         }
-        char* pixel = frame_base + r * fs0 + c * fs1;
+        char* pixel = frame_row + c * fs1;
         for (int ch = 0; ch < 3; ++ch) {
           auto* value = reinterpret_cast<std::uint8_t*>(pixel + ch * fs2);
           *value = math::blend_channel(*value, paint[ch], w);
