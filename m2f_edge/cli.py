@@ -83,7 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI with argv (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "_command", None) is not None:
+            parser.parse_args(argv)  # let argparse report the unrecognised arguments
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not args.command:

@@ -178,14 +178,18 @@ class Segmenter:
             _check_frame(batch[0], "frames")
             transforms = _core.preprocess(batch, out, color=self._frame_color(batch.shape[3], "frames"), **options)
         else:
-            transforms = []
+            colors = []
             for i, frame in enumerate(batch):
                 name = "frames[{}]".format(i)
                 _check_frame(frame, name)
-                channels = frame.shape[2] if frame.ndim == 3 else 1
-                transforms.extend(_core.preprocess(frame, out[i:i + 1], color=self._frame_color(channels, name),
-                                                   **options))
-        return Prepared(out, transforms)
+                colors.append(self._frame_color(frame.shape[2] if frame.ndim == 3 else 1, name))
+            if all(c == colors[0] for c in colors):  # one core call for the batch, sizes may differ
+                transforms = _core.preprocess(batch, out, color=colors[0], **options)
+            else:  # gray, colour and alpha frames mixed: one call each
+                transforms = []
+                for i, frame in enumerate(batch):
+                    transforms.extend(_core.preprocess(frame, out[i:i + 1], color=colors[i], **options))
+        return Prepared(out, list(transforms))
 
     def infer(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
         """Run the model on a (B,3,H,W) tensor; returns the outputs keyed by contract name (pred_masks,

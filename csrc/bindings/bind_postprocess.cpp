@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 
@@ -16,6 +17,21 @@ namespace m2f::bind {
 namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw py::value_error(message); }
+
+// view_of + require_dtype, with the expected dtypes named also for dtypes the core has no name for.
+TensorView typed_view(const py::array& array, const char* arg, std::initializer_list<DType> allowed) {
+  try {
+    dtype_from_numpy(array.dtype(), arg);
+  } catch (const py::type_error&) {
+    std::string names;
+    for (DType d : allowed) names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
+    throw py::type_error(std::string("argument '") + arg + "': expected dtype " + names + ", got " +
+                         py::str(static_cast<const py::object&>(array.dtype())).cast<std::string>());
+  }
+  TensorView v = view_of(array, arg);
+  require_dtype(v, allowed, arg);
+  return v;
+}
 
 SelectionOptions selection_options(float score_threshold, int max_instances, int threads) {
   // --- options
@@ -67,12 +83,9 @@ py::dict postprocess_deployable_py(const py::array& masks, const py::array& scor
                                    const ResizeTransform& transform, float score_threshold, int max_instances,
                                    int threads) {
   // --- types
-  TensorView m = view_of(masks, "masks");
-  TensorView s = view_of(scores, "scores");
-  TensorView c = view_of(classes, "classes");
-  require_dtype(m, {DType::float32, DType::float16, DType::uint8, DType::boolean}, "masks");
-  require_dtype(s, {DType::float32, DType::float16}, "scores");
-  require_dtype(c, {DType::int32, DType::int64}, "classes");
+  TensorView m = typed_view(masks, "masks", {DType::float32, DType::float16, DType::uint8, DType::boolean});
+  TensorView s = typed_view(scores, "scores", {DType::float32, DType::float16});
+  TensorView c = typed_view(classes, "classes", {DType::int32, DType::int64});
   // --- sizes
   require_ndim(m, 3, 3, "masks");
   require_ndim(s, 1, 1, "scores");
@@ -101,10 +114,8 @@ py::dict postprocess_raw_py(const py::array& class_logits, const py::array& mask
                             const ResizeTransform& transform, int no_object_index, int topk, float score_threshold,
                             int max_instances, int threads) {
   // --- types
-  TensorView cl = view_of(class_logits, "class_logits");
-  TensorView ml = view_of(mask_logits, "mask_logits");
-  require_dtype(cl, {DType::float32, DType::float16}, "class_logits");
-  require_dtype(ml, {DType::float32, DType::float16}, "mask_logits");
+  TensorView cl = typed_view(class_logits, "class_logits", {DType::float32, DType::float16});
+  TensorView ml = typed_view(mask_logits, "mask_logits", {DType::float32, DType::float16});
   // --- sizes
   require_ndim(cl, 2, 2, "class_logits");
   require_ndim(ml, 3, 3, "mask_logits");
@@ -140,8 +151,7 @@ py::dict postprocess_raw_py(const py::array& class_logits, const py::array& mask
 
 py::array_t<std::int32_t> instance_map_py(const py::array& masks, int threads) {
   // --- types
-  TensorView m = view_of(masks, "masks");
-  require_dtype(m, {DType::uint8, DType::boolean}, "masks");
+  TensorView m = typed_view(masks, "masks", {DType::uint8, DType::boolean});
   // --- sizes
   require_ndim(m, 3, 3, "masks");
   if (threads < 0) fail("argument 'threads': expected >= 0 (0 = all cores), got " + std::to_string(threads));
@@ -156,8 +166,7 @@ py::array_t<std::int32_t> instance_map_py(const py::array& masks, int threads) {
 
 py::list rle_encode_py(const py::array& masks, int threads) {
   // --- types
-  TensorView m = view_of(masks, "masks");
-  require_dtype(m, {DType::uint8, DType::boolean}, "masks");
+  TensorView m = typed_view(masks, "masks", {DType::uint8, DType::boolean});
   // --- sizes
   require_ndim(m, 2, 3, "masks");
   if (threads < 0) fail("argument 'threads': expected >= 0 (0 = all cores), got " + std::to_string(threads));

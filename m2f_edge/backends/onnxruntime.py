@@ -96,7 +96,11 @@ def _load_model_bytes(path: str) -> Optional[bytes]:
     its deformable-attention plugin nodes rewritten into standard ops (in memory; the file is untouched)."""
     import onnx
 
-    header = onnx.load(path, load_external_data=False)
+    try:
+        header = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: say what the file is not
+        raise UnsupportedModelError("{}: not a readable ONNX model ({}: {})".format(
+            path, type(exc).__name__, exc)) from exc
     plugins = find_plugin_nodes(header.graph)
     if plugins == 0:
         return None
