@@ -15,8 +15,6 @@ import pytest
 
 from m2f_edge import _core
 
-from tiny_models import make_deployable_model, make_test_frame, mask_iou
-
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 OPENCV_EXACT_POSITIONS = int(cv2.__version__.split(".")[0]) >= 5
@@ -261,6 +259,9 @@ def test_strided_batch(rng):
 
 def test_colour_order_reaches_a_model_that_knows_red_from_blue(tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tiny_models import make_deployable_model, make_test_frame, mask_iou
+
     net_h, net_w = 64, 96
     path = str(tmp_path / "tiny.onnx")
     make_deployable_model(path, height=net_h, width=net_w)

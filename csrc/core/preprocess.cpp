@@ -24,7 +24,7 @@ using math::ChannelAffine;
 using math::LinearTap;
 
 struct FramePlan;
-using RowResampler = void (*)(const std::uint8_t* packed_row, const FramePlan& plan, float* const planes[3]);
+using RowResampler = void (*)(const float* packed_row, const FramePlan& plan, float* const planes[3]);
 
 // Everything the output rows of one frame share.
 struct FramePlan {
@@ -40,9 +40,48 @@ struct FramePlan {
   int planes = 3;  // 1 for gray: one plane feeds R, G and B
 };
 
-// Horizontal pass over one packed row. R, G, B are the source channel indices of each plane.
+// Floats a resampler may read past the last pixel of a packed row (whole 4-float pixel loads).
+constexpr int kRowReadSlack = 4;
+
+#if defined(__GNUC__)
+// GCC/Clang vector extensions: one source that lowers to SSE on x86-64 and NEON on ARM.
+#define M2F_FLOAT4_VECTORS 1
+typedef float Float4 __attribute__((vector_size(16)));
+typedef int Int4 __attribute__((vector_size(16)));
+
+inline Float4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store4(float* p, Float4 v) { std::memcpy(p, &v, sizeof v); }
+
+#if defined(__clang__)
+#define M2F_SHUFFLE(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define M2F_SHUFFLE(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, Int4{i0, i1, i2, i3})
+#endif
+
+// Four pixels (a vector of the first 4 channels each) -> the first 3 channels, 4 pixels each.
+inline void transpose_pixels(Float4 p0, Float4 p1, Float4 p2, Float4 p3, Float4 channel[3]) {
+  const Float4 low01 = M2F_SHUFFLE(p0, p1, 0, 4, 1, 5);
+  const Float4 low23 = M2F_SHUFFLE(p2, p3, 0, 4, 1, 5);
+  const Float4 high01 = M2F_SHUFFLE(p0, p1, 2, 6, 3, 7);
+  const Float4 high23 = M2F_SHUFFLE(p2, p3, 2, 6, 3, 7);
+  channel[0] = M2F_SHUFFLE(low01, low23, 0, 1, 4, 5);
+  channel[1] = M2F_SHUFFLE(low01, low23, 2, 3, 6, 7);
+  channel[2] = M2F_SHUFFLE(high01, high23, 0, 1, 4, 5);
+}
+#endif
+
+// Horizontal pass over one packed row, already widened to float by a vectorised pass. R, G, B
+// are the source channels of each plane. Four output pixels at a time: their left and right
+// taps are loaded as whole pixels, transposed to channels, and blended lane by lane with the
+// same per-lane arithmetic as the scalar tail, so the result does not depend on the path.
 template <int C, int R, int G, int B>
-void resample_row_rgb(const std::uint8_t* row, const FramePlan& plan, float* const planes[3]) {
+void resample_row_rgb(const float* row, const FramePlan& plan, float* const planes[3]) {
+  static_assert(C == 3 || C == 4, "resample_row_rgb takes 3 or 4 channels");
   const int* offset0 = plan.x_offset0.data();
   const int* offset1 = plan.x_offset1.data();
   const float* weight0 = plan.x_weight0.data();
@@ -51,17 +90,31 @@ void resample_row_rgb(const std::uint8_t* row, const FramePlan& plan, float* con
   float* green = planes[1];
   float* blue = planes[2];
   const int width = plan.transform.content_width;
-  for (int x = 0; x < width; ++x) {
-    const std::uint8_t* left = row + offset0[x];
-    const std::uint8_t* right = row + offset1[x];
+  int x = 0;
+#if defined(M2F_FLOAT4_VECTORS)
+  for (; x + 4 <= width; x += 4) {
+    Float4 left[3], right[3];
+    transpose_pixels(load4(row + offset0[x]), load4(row + offset0[x + 1]), load4(row + offset0[x + 2]),
+                     load4(row + offset0[x + 3]), left);
+    transpose_pixels(load4(row + offset1[x]), load4(row + offset1[x + 1]), load4(row + offset1[x + 2]),
+                     load4(row + offset1[x + 3]), right);
+    const Float4 w0 = load4(weight0 + x), w1 = load4(weight1 + x);
+    store4(red + x, left[R] * w0 + right[R] * w1);
+    store4(green + x, left[G] * w0 + right[G] * w1);
+    store4(blue + x, left[B] * w0 + right[B] * w1);
+  }
+#endif
+  for (; x < width; ++x) {
+    const float* left = row + offset0[x];
+    const float* right = row + offset1[x];
     const float w0 = weight0[x], w1 = weight1[x];
-    red[x] = math::blend(static_cast<float>(left[R]), static_cast<float>(right[R]), w0, w1);
-    green[x] = math::blend(static_cast<float>(left[G]), static_cast<float>(right[G]), w0, w1);
-    blue[x] = math::blend(static_cast<float>(left[B]), static_cast<float>(right[B]), w0, w1);
+    red[x] = math::blend(left[R], right[R], w0, w1);
+    green[x] = math::blend(left[G], right[G], w0, w1);
+    blue[x] = math::blend(left[B], right[B], w0, w1);
   }
 }
 
-void resample_row_gray(const std::uint8_t* row, const FramePlan& plan, float* const planes[3]) {
+void resample_row_gray(const float* row, const FramePlan& plan, float* const planes[3]) {
   const int* offset0 = plan.x_offset0.data();
   const int* offset1 = plan.x_offset1.data();
   const float* weight0 = plan.x_weight0.data();
@@ -69,8 +122,7 @@ void resample_row_gray(const std::uint8_t* row, const FramePlan& plan, float* co
   float* gray = planes[0];
   const int width = plan.transform.content_width;
   for (int x = 0; x < width; ++x)
-    gray[x] = math::blend(static_cast<float>(row[offset0[x]]), static_cast<float>(row[offset1[x]]), weight0[x],
-                          weight1[x]);
+    gray[x] = math::blend(row[offset0[x]], row[offset1[x]], weight0[x], weight1[x]);
 }
 
 RowResampler pick_resampler(ColorOrder color) {
@@ -141,7 +193,7 @@ void finish_row(const float* top, const float* bottom, float weight0, float weig
 class RowWorker {
  public:
   RowWorker(int plane_stride, int max_packed_row_bytes)
-      : plane_stride_(plane_stride), staging_(static_cast<std::size_t>(max_packed_row_bytes)) {
+      : plane_stride_(plane_stride), staging_(static_cast<std::size_t>(max_packed_row_bytes) + kRowReadSlack) {
     for (auto& slot : slots_) slot.values.resize(static_cast<std::size_t>(3) * plane_stride);
   }
 
@@ -167,22 +219,27 @@ class RowWorker {
     std::vector<float> values;
   };
 
-  const std::uint8_t* packed_row(const FramePlan& plan, int y) {
+  // Source row y as packed floats. Strided, reversed or Fortran-ordered frames are gathered
+  // here, one row at a time; the frame itself is never copied.
+  const float* packed_row(const FramePlan& plan, int y) {
     const std::uint8_t* row = plan.data + static_cast<std::int64_t>(y) * plan.row_stride;
-    if (plan.packed_rows) return row;
-    // Strided, reversed or Fortran-ordered frames: gather just this row into packed order.
-    std::uint8_t* packed = staging_.data();
+    float* packed = staging_.data();
+    if (plan.packed_rows) {
+      const int count = plan.width * plan.channels;
+      for (int i = 0; i < count; ++i) packed[i] = static_cast<float>(row[i]);
+      return packed;
+    }
     for (int x = 0; x < plan.width; ++x) {
       const std::uint8_t* pixel = row + static_cast<std::int64_t>(x) * plan.pixel_stride;
       for (int c = 0; c < plan.channels; ++c)
-        packed[x * plan.channels + c] = pixel[static_cast<std::int64_t>(c) * plan.channel_stride];
+        packed[x * plan.channels + c] = static_cast<float>(pixel[static_cast<std::int64_t>(c) * plan.channel_stride]);
     }
     return packed;
   }
 
   int plane_stride_;
   Slot slots_[2];
-  std::vector<std::uint8_t> staging_;
+  std::vector<float> staging_;
 };
 
 // ---- checks and plans -----------------------------------------------------
