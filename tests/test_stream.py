@@ -232,3 +232,11 @@ def test_multi_batches_one_frame_per_source(segmenter, tmp_path):
     for batch in rounds:
         for result in batch:
             check_result(result, result.index + (10 if result.source_index == 1 else 0))
+
+
+def test_a_stream_dropped_without_iterating_closes_its_live_source(segmenter, video):
+    pipeline = stream(segmenter, video, source_options={"live": True})
+    source = pipeline.sources[0]
+    assert source.is_live and not source.closed
+    del pipeline  # never iterated: the capture thread must still stop (checked by the fixture)
+    assert source.closed

@@ -402,6 +402,13 @@ class Stream:
         if self.stats.finished is None:
             self.stats.finished = time.monotonic()
 
+    def __del__(self):
+        # A stream dropped without being iterated to the end still stops its sources' capture threads.
+        try:
+            self.close(timeout=1.0)
+        except Exception:
+            pass
+
     def __enter__(self):
         return self
 
