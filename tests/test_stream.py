@@ -240,3 +240,17 @@ def test_a_stream_dropped_without_iterating_closes_its_live_source(segmenter, vi
     assert source.is_live and not source.closed
     del pipeline  # never iterated: the capture thread must still stop (checked by the fixture)
     assert source.closed
+
+
+@pytest.mark.skipif(not __import__("m2f_edge.video", fromlist=["x"]).gstreamer_available(),
+                    reason="OpenCV without GStreamer (PyPI wheels); run with JetPack's or the distribution's "
+                           "python3-opencv (a venv made with --system-site-packages)")
+def test_stream_over_a_gstreamer_pipeline(segmenter):
+    uri = ("gst://videotestsrc num-buffers=12 pattern=blue ! video/x-raw,width=160,height=120,framerate=30/1 ! "
+           "videoconvert ! video/x-raw,format=BGR ! appsink")
+    results = list(segmenter.stream(uri, batch=2, source_options={"queue_size": 64}))
+    assert [r.index for r in results] == list(range(12))
+    for result in results:
+        names = [result.instances.class_name(int(l)) for l in result.instances.labels]
+        assert names == ["blue"]  # a solid blue frame: one instance covering all of it
+        assert result.instances.masks[0].all()

@@ -74,6 +74,10 @@ void draw_instances(const TensorView& frame, const TensorView& instance_map, con
   const std::int64_t ms0 = instance_map.strides[0], ms1 = instance_map.strides[1];
   const char* const map_base = static_cast<const char*>(instance_map.data);
 
+  // Packed BGR pixels and a packed map row (the usual case) get typed pointers the compiler can keep in
+  // registers; any other strides take the general byte-offset path. Both call the same math.
+  const bool packed = fs1 == 3 && fs2 == 1 && ms1 == static_cast<std::int64_t>(sizeof(std::int32_t));
+
   parallel_for(height, threads, kRowsPerChunk, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       const bool has_up = r > 0, has_down = r + 1 < height;
@@ -82,6 +86,30 @@ void draw_instances(const TensorView& frame, const TensorView& instance_map, con
       const char* row_up = has_up ? row - ms0 : row;
       const char* row_down = has_down ? row + ms0 : row;
       char* frame_row = frame_base + r * fs0;
+      if (packed) {
+        const auto* ids = reinterpret_cast<const std::int32_t*>(row);
+        const auto* ids_up = reinterpret_cast<const std::int32_t*>(row_up);
+        const auto* ids_down = reinterpret_cast<const std::int32_t*>(row_down);
+        auto* pixels = reinterpret_cast<std::uint8_t*>(frame_row);
+        for (std::int64_t c = 0; c < width; ++c) {
+          const std::int32_t id = ids[c];
+          if (id == 0) continue;
+          const std::uint8_t* paint = &palette[static_cast<std::size_t>(id - 1) * 3];
+          int w = weight;
+          if (outline) {
+            const bool has_left = c > 0, has_right = c + 1 < width;
+            const std::int32_t left = has_left ? ids[c - 1] : id;
+            const std::int32_t right = has_right ? ids[c + 1] : id;
+            if (math::on_outline(id, ids_up[c], ids_down[c], left, right, has_up, has_down, has_left, has_right))
+              w = 255;
+          }
+          std::uint8_t* px = pixels + 3 * c;
+          px[0] = math::blend_channel(px[0], paint[0], w);
+          px[1] = math::blend_channel(px[1], paint[1], w);
+          px[2] = math::blend_channel(px[2], paint[2], w);
+        }
+        continue;
+      }
       auto id_at = [ms1](const char* base, std::int64_t c) {
         return *reinterpret_cast<const std::int32_t*>(base + c * ms1);
       };
