@@ -102,7 +102,7 @@ def test_fixed_batch_model_pads_the_last_batch(tmp_path, video):
 
 
 def test_breaking_out_early_stops_every_thread(segmenter, video):
-    for options in ({}, {"live": True}):
+    for options in ({}, {"live": True, "queue_size": 64}):
         seen = []
         for result in segmenter.stream(video, source_options=options):
             seen.append(result.index)
