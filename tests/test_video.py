@@ -275,3 +275,13 @@ def test_display_sink_on_a_headless_opencv():
         assert "GUI" in str(exc) or "DISPLAY" in str(exc)
     else:  # an OpenCV with a GUI and a display: it opens; nothing to check headlessly
         sink.close()
+
+
+def test_unreachable_rtsp_and_missing_camera_raise_at_open():
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="rtsp://127.0.0.1:9/stream': cannot open"):
+        open_source("rtsp://127.0.0.1:9/stream", latency=100)
+    assert time.monotonic() - started < 30
+    if gstreamer_available():  # GStreamer here, but no Argus camera (nvarguscamerasrc) on this machine
+        with pytest.raises(SourceError, match="nvarguscamerasrc"):
+            open_source("csi://0")
