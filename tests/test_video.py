@@ -285,3 +285,15 @@ def test_unreachable_rtsp_and_missing_camera_raise_at_open():
     if gstreamer_available():  # GStreamer here, but no Argus camera (nvarguscamerasrc) on this machine
         with pytest.raises(SourceError, match="nvarguscamerasrc"):
             open_source("csi://0")
+
+
+def test_pipelines_naming_missing_elements_are_refused_before_opening():
+    from m2f_edge.video.sources import missing_gstreamer_elements
+
+    if not __import__("shutil").which("gst-inspect-1.0"):
+        pytest.skip("gst-inspect-1.0 is not installed (apt gstreamer1.0-tools)")
+    pipeline = "videotestsrc num-buffers=1 ! video/x-raw,width=8,height=8 ! no_such_element_x ! appsink"
+    assert missing_gstreamer_elements(pipeline) == ["no_such_element_x"]
+    if gstreamer_available():
+        with pytest.raises(SourceError, match="GStreamer has no element no_such_element_x"):
+            open_source("gst://" + pipeline)

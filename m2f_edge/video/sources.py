@@ -88,17 +88,54 @@ def _gstreamer_missing_message(uri: str) -> str:
     )
 
 
+_ELEMENT_CACHE = {}  # type: Dict[str, Optional[bool]]
+
+
+def _element_exists(name: str) -> Optional[bool]:
+    """True/False from gst-inspect-1.0 --exists, None when the tool is not installed."""
+    if name not in _ELEMENT_CACHE:
+        tool = shutil.which("gst-inspect-1.0")
+        if tool is None:
+            return None
+        try:
+            result = subprocess.run([tool, "--exists", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    timeout=10)
+            _ELEMENT_CACHE[name] = result.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    return _ELEMENT_CACHE[name]
+
+
 def gstreamer_element_available(name: str) -> bool:
     """Whether GStreamer has element ``name`` (e.g. nvv4l2decoder), asked with gst-inspect-1.0."""
-    tool = shutil.which("gst-inspect-1.0")
-    if tool is None:
-        return False
-    try:
-        result = subprocess.run([tool, "--exists", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
+    return bool(_element_exists(name))
+
+
+def missing_gstreamer_elements(pipeline: str) -> List[str]:
+    """The elements of a gst-launch style pipeline that GStreamer lacks (empty when gst-inspect-1.0 is
+    not installed). Checked before opening: OpenCV can block forever on a pipeline naming a missing
+    element (seen with OpenCV 4.6 / GStreamer 1.22 and nvarguscamerasrc)."""
+    missing = []
+    for part in pipeline.split("!"):
+        words = part.strip().split()
+        if not words:
+            continue
+        name = words[0]
+        if "/" in name or "=" in name or name.startswith(("(", "'", '"')) or "." in name:
+            continue  # caps such as video/x-raw, or a pad reference such as t.
+        if _element_exists(name) is False:
+            missing.append(name)
+    return missing
+
+
+def _check_pipeline(pipeline: str, uri: str) -> None:
+    missing = missing_gstreamer_elements(pipeline)
+    if missing:
+        hint = ""
+        if any(m.startswith("nv") for m in missing):
+            hint = " (NVIDIA's elements come with JetPack's multimedia packages on a Jetson)"
+        raise SourceError("source %r: GStreamer has no element %s%s; pipeline: %s" % (
+            uri, ", ".join(missing), hint, pipeline))
 
 
 class Source:
@@ -417,6 +454,11 @@ def _gst_capture(pipeline: str):
     return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
 
 
+def _gst_live(pipeline: str, uri: str, describe: str, live_kw) -> "LiveSource":
+    _check_pipeline(pipeline, uri)
+    return LiveSource(lambda: _gst_capture(pipeline), uri, describe=describe, **live_kw)
+
+
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0,
                  sensor_mode: Optional[int] = None) -> str:
     """The GStreamer pipeline for a Jetson CSI camera (Argus), delivering BGR frames to appsink."""
@@ -469,8 +511,7 @@ def _open_v4l2(device: str, options: Dict[str, str], uri: str, live_kw) -> LiveS
         decode = " ! jpegdec" if caps == "image/jpeg" else ""
         pipeline = ("v4l2src device=%s ! %s%s%s ! videoconvert ! video/x-raw,format=BGR ! "
                     "appsink drop=true max-buffers=1 sync=false" % (device, caps, fields, decode))
-        return LiveSource(lambda: _gst_capture(pipeline), uri, describe="GStreamer pipeline %r" % pipeline,
-                          **live_kw)
+        return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
 
     target = int(device) if device.isdigit() else device
 
@@ -535,7 +576,6 @@ def open_source(uri, **options) -> Source:
     reconnect_opt = opts.pop("reconnect", None)
 
     if scheme == "csi":
-        cv2 = _cv2()
         if not gstreamer_available():
             raise SourceError(_gstreamer_missing_message(uri))
         sensor = (parts.netloc or parts.path.strip("/") or "0")
@@ -543,9 +583,7 @@ def open_source(uri, **options) -> Source:
                                 int(float(opts.get("fps", 30))), int(opts.get("flip", 0)),
                                 int(opts["sensor_mode"]) if "sensor_mode" in opts else None)
         live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else True
-        source = LiveSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), uri,
-                            describe="CSI camera pipeline %r (is nvargus-daemon running?)" % pipeline, **live_kw)
-        return source
+        return _gst_live(pipeline, uri, "CSI camera pipeline %r (is nvargus-daemon running?)" % pipeline, live_kw)
 
     if scheme == "v4l2":
         device = (parts.netloc + parts.path) or "/dev/video0"
@@ -562,8 +600,7 @@ def open_source(uri, **options) -> Source:
             if not gstreamer_available():
                 raise SourceError(_gstreamer_missing_message(uri))
             pipeline = rtsp_pipeline(uri, int(opts.get("latency", 200)), str(opts.get("codec", "h264")))
-            return LiveSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), uri,
-                              describe="GStreamer pipeline %r" % pipeline, **live_kw)
+            return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
         return LiveSource(lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG), uri, describe="stream (OpenCV/FFmpeg)",
                           **live_kw)
 
@@ -574,8 +611,7 @@ def open_source(uri, **options) -> Source:
         if not gstreamer_available():
             raise SourceError(_gstreamer_missing_message(uri))
         live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else False
-        return LiveSource(lambda: _gst_capture(pipeline), uri, describe="GStreamer pipeline %r" % pipeline,
-                          **live_kw)
+        return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
 
     if scheme and scheme != "file":
         raise SourceError("source %r: unknown scheme %r (expected csi, v4l2, rtsp, gst, file or a path)"
