@@ -49,6 +49,58 @@ def make_video(path, frames, size):
     writer.release()
 
 
+class SleepingSegmenter:
+    """Stages that take fixed times without using a CPU (time.sleep releases the GIL): measures what the
+    stream's threads and queues achieve when cores are not the limit."""
+
+    class Prepared:
+        def __init__(self, tensor, transforms):
+            self.tensor, self.transforms = tensor, transforms
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.batch_range = (1, None)
+
+    def preprocess(self, frames):
+        time.sleep(self.seconds[0] * len(frames))
+        return self.Prepared(np.zeros((len(frames), 1), np.float32), [None] * len(frames))
+
+    def infer(self, tensor):
+        time.sleep(self.seconds[1] * len(tensor))
+        return {"n": len(tensor)}
+
+    def postprocess(self, outputs, transforms):
+        time.sleep(self.seconds[2] * outputs["n"])
+        return [None] * outputs["n"]
+
+
+def simulate(args, video):
+    ms = [float(v) for v in args.simulate.split(",")]
+    if len(ms) != 3:
+        raise SystemExit("--simulate: expected three times in ms: preprocess,infer,postprocess")
+    seg = SleepingSegmenter([v / 1000.0 for v in ms])
+    n = args.frames
+    rates = {name: 1000.0 / v for name, v in zip(("preprocess", "infer", "postprocess"), ms)}
+    with open_source(video) as source:
+        started = time.perf_counter()
+        count = sum(1 for _ in source)
+        rates["decode"] = count / (time.perf_counter() - started)
+    stream_rate = 0.0
+    for _ in range(args.repeat):
+        pipeline = stream(seg, video, batch=args.batch)
+        assert sum(1 for _ in pipeline) == n
+        stream_rate = max(stream_rate, pipeline.stats.fps)
+    slowest = min(rates, key=rates.get)
+    print("bench_stream --simulate: %d frames %s, stages sleeping %s ms (no CPU), real decoding, batch %d, "
+          "best of %d" % (n, args.size, args.simulate, args.batch, args.repeat))
+    for name, rate in rates.items():
+        print("  stage %-12s %8.1f frames/s%s" % (name, rate, "   <- slowest" if name == slowest else ""))
+    print("  sequential loop    %8.1f frames/s (sum of the stage times)" % (1.0 / sum(1.0 / r for r in rates.values())))
+    print("  pipelined stream   %8.1f frames/s" % stream_rate)
+    print("stream / slowest stage = %.2f (target >= 0.90)" % (stream_rate / rates[slowest]))
+    return 0
+
+
 def best_rate(fn, frames, repeat):
     """Frames per second of the fastest of `repeat` runs of fn()."""
     best = float("inf")
@@ -69,11 +121,16 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads per core call and for ONNX Runtime (1: one core per stage)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing; the best counts (3)")
+    parser.add_argument("--simulate", metavar="PRE,INFER,POST",
+                        help="stages that sleep these many ms per frame instead of computing: the stream's own "
+                             "overhead, independent of the cores available")
     args = parser.parse_args(argv)
 
     workdir = tempfile.mkdtemp(prefix="m2f_bench_stream_")
     video = os.path.join(workdir, "input.avi")
     make_video(video, args.frames, parse_size(args.size))
+    if args.simulate:
+        return simulate(args, video)
     model = args.model
     if model is None:
         sys.path.insert(0, os.path.join(ROOT, "tests"))
