@@ -170,8 +170,8 @@ class Stream:
         if self._grouped:
             frames, indices = [], []
             for i, source in enumerate(self.sources):
-                if source.eos or i in self._ended:
-                    continue
+                if i in self._ended:
+                    continue  # (a live source may still hold queued frames after its eos: read them)
                 frame = source.read()
                 if frame is None:
                     self._ended.add(i)
