@@ -254,3 +254,14 @@ def test_stream_over_a_gstreamer_pipeline(segmenter):
         names = [result.instances.class_name(int(l)) for l in result.instances.labels]
         assert names == ["blue"]  # a solid blue frame: one instance covering all of it
         assert result.instances.masks[0].all()
+
+
+def test_multi_over_live_sources_delivers_their_queued_frames(segmenter, tmp_path):
+    first = make_video(tmp_path / "a.avi", count=5, size=(320, 240), painter=lambda i: shifted_frame(i)[0])
+    second = make_video(tmp_path / "b.avi", count=3, size=(320, 240), painter=lambda i: shifted_frame(i)[0])
+    rounds = list(multi(segmenter, [first, second], source_options={"live": True, "queue_size": 64}))
+    got = sorted((r.source_index, r.index) for batch in rounds for r in batch)
+    assert got == [(0, i) for i in range(5)] + [(1, i) for i in range(3)]
+    for batch in rounds:
+        for result in batch:
+            check_result(result, result.index)
