@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/array_view.hpp"
+#include "m2f/math/resize.hpp"
 #include "m2f/preprocess.hpp"
 
 namespace py = pybind11;
@@ -170,6 +171,28 @@ py::list preprocess_binding(const py::object& frames, const py::object& out, con
   return result;
 }
 
+// Test hook for the shared host/device conversion math::float_to_half_bits (the CPU output path
+// may use the hardware instruction instead, and CUDA kernels call this function).
+py::array_t<std::uint16_t> float_to_half_bits_binding(const py::array& values) {
+  // --- types
+  if (!(values.dtype().kind() == 'f' && values.dtype().itemsize() == 4) ||
+      !values.dtype().attr("isnative").cast<bool>())
+    throw py::type_error("argument 'values': expected a float32 array, got " + numpy_dtype_name(values));
+  // --- sizes
+  TensorView view = view_of(values, "values");
+  require_ndim(view, 1, 1, "values");
+  if (!view.is_contiguous()) throw py::value_error("argument 'values': must be contiguous");
+  // --- device
+  py::array_t<std::uint16_t> result(view.shape[0]);
+  const float* source = view.ptr<float>();
+  std::uint16_t* target = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (std::int64_t i = 0; i < view.shape[0]; ++i) target[i] = math::float_to_half_bits(source[i]);
+  }
+  return result;
+}
+
 }  // namespace
 
 void bind_preprocess(py::module_& m) {
@@ -193,6 +216,8 @@ threads: worker threads, 0 = one per core.
 
 Sampling matches cv2.resize(..., interpolation=cv2.INTER_LINEAR) on float input (half-pixel
 centres, clamped edges, no antialiasing). Returns one ResizeTransform per frame.)doc");
+  m.def("_float_to_half_bits", &float_to_half_bits_binding, py::arg("values"),
+        "Test hook: IEEE half bits (uint16) of float32 values by the host/device function the CUDA kernels share.");
 }
 
 }  // namespace m2f::bind
