@@ -226,13 +226,14 @@ def strided_cases(rng):
         "gray_column_view": (base[:, :, 1], "gray"),
         "gray_fortran": (np.asfortranarray(base[:, :, 0]), "gray"),
         "rgba_negative": (base[::-1], "rgba"),
+        "read_only": (read_only(bgr.copy()), "bgr"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["crop", "step", "negative", "channels_reversed", "fortran", "alpha_dropped_view", "transposed", "broadcast",
-     "gray_column_view", "gray_fortran", "rgba_negative"],
+     "gray_column_view", "gray_fortran", "rgba_negative", "read_only"],
 )
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
 def test_any_strides(rng, case, mode):
@@ -344,6 +345,10 @@ BAD_CALLS = [
     ("mean 2 values", lambda: _core.preprocess(FRAME, out32(), mean=(0.5, 0.5)), ValueError, "'mean'.*3 values"),
     ("mean text", lambda: _core.preprocess(FRAME, out32(), mean="abc"), TypeError, "'mean'"),
     ("mean inf", lambda: _core.preprocess(FRAME, out32(), mean=(0.5, float("inf"), 0.5)), ValueError, "'mean'"),
+    ("huge frame", lambda: _core.preprocess(np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (40, 2**20 + 1, 3)),
+                                            out32()), ValueError, "'frames'.*at most"),
+    ("huge out", lambda: _core.preprocess(FRAME, np.broadcast_to(np.zeros(1, np.float32), (1, 3, 1, 2**20 + 1))),
+     ValueError, "'out'"),
     ("negative threads", lambda: _core.preprocess(FRAME, out32(), threads=-1), ValueError, "'threads'"),
 ]
 

@@ -56,6 +56,9 @@ void frame_view(const py::handle& object, ColorOrder color, bool allow_batch_axi
   if (array.shape(frame_axis) < kMinFrameSide || array.shape(frame_axis + 1) < kMinFrameSide)
     throw py::value_error("argument '" + arg + "': frames must be at least " + std::to_string(kMinFrameSide) + "x" +
                           std::to_string(kMinFrameSide) + " (height x width), got shape " + shape_of(array));
+  if (array.shape(frame_axis) > kMaxSide || array.shape(frame_axis + 1) > kMaxSide)
+    throw py::value_error("argument '" + arg + "': frames must be at most " + std::to_string(kMaxSide) +
+                          " pixels high and wide, got shape " + shape_of(array));
   // --- device
   // numpy arrays live in host memory; the view is read in place with its own strides.
   TensorView base;
@@ -149,7 +152,8 @@ py::list preprocess_binding(const py::object& frames, const py::object& out, con
   // --- sizes
   const auto batch = static_cast<std::int64_t>(frame_views.size());
   require_ndim(out_view, 4, 4, "out");
-  if (out_view.shape[0] != batch || out_view.shape[1] != 3 || out_view.shape[2] < 1 || out_view.shape[3] < 1)
+  if (out_view.shape[0] != batch || out_view.shape[1] != 3 || out_view.shape[2] < 1 || out_view.shape[3] < 1 ||
+      out_view.shape[2] > kMaxSide || out_view.shape[3] > kMaxSide)
     throw py::value_error("argument 'out': expected shape (" + std::to_string(batch) +
                           ", 3, net_height, net_width) for " + std::to_string(batch) + " frame" +
                           (batch > 1 ? "s" : "") + ", got " + shape_string(out_view));

@@ -278,10 +278,11 @@ FramePlan make_plan(const TensorView& frame, std::size_t index, const Preprocess
   const int channels = color_channels(options.color);
   if (frame.ndim != 3 || frame.shape[2] != channels)
     throw std::invalid_argument(which + " must have shape (height, width, " + std::to_string(channels) + ")");
-  if (frame.shape[0] < kMinFrameSide || frame.shape[1] < kMinFrameSide || frame.shape[0] > (1 << 20) ||
-      frame.shape[1] > (1 << 20))
+  if (frame.shape[0] < kMinFrameSide || frame.shape[1] < kMinFrameSide)
     throw std::invalid_argument(which + " must be at least " + std::to_string(kMinFrameSide) + "x" +
                                 std::to_string(kMinFrameSide));
+  if (frame.shape[0] > kMaxSide || frame.shape[1] > kMaxSide)
+    throw std::invalid_argument(which + " must be at most " + std::to_string(kMaxSide) + " pixels high and wide");
   if (frame.data == nullptr) throw std::invalid_argument(which + " has no data");
 
   FramePlan plan;
@@ -326,8 +327,8 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
   for (int c = 0; c < 3; ++c)
     if (!(options.stddev[c] != 0.f) || options.stddev[c] != options.stddev[c])
       throw std::invalid_argument("preprocess: std must be nonzero");
-  if (out.shape[2] > (1 << 20) || out.shape[3] > (1 << 20))
-    throw std::invalid_argument("preprocess: out is too large");
+  if (out.shape[2] > kMaxSide || out.shape[3] > kMaxSide)
+    throw std::invalid_argument("preprocess: out must be at most " + std::to_string(kMaxSide) + " high and wide");
   const int net_height = static_cast<int>(out.shape[2]);
   const int net_width = static_cast<int>(out.shape[3]);
 
