@@ -103,6 +103,123 @@ void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, 
   out_end = hi;
 }
 
+// The horizontal taps of one transform, with what the run-based pass of 0/1 rows needs.
+struct HorizontalPlan {
+  std::vector<math::LinearTap> taps;   // per output column
+  std::vector<float> ones;             // lerp of two 1s = w0 + w1, exactly what a run of ones gives
+  std::vector<int> first_i0_at_least;  // [x + 1], x in [-1, src + 1]: first column with i0 >= x
+  std::vector<int> first_i1_at_least;  // [x + 1]: first column with i1 >= x
+};
+
+HorizontalPlan make_plan(int src, int dst) {
+  HorizontalPlan p;
+  p.taps.resize(static_cast<std::size_t>(dst));
+  p.ones.resize(static_cast<std::size_t>(dst));
+  for (int x = 0; x < dst; ++x) {
+    p.taps[static_cast<std::size_t>(x)] = math::cv_linear_tap_x(x, src, dst);
+    p.ones[static_cast<std::size_t>(x)] = math::lerp_taps(1.f, 1.f, p.taps[static_cast<std::size_t>(x)]);
+  }
+  p.first_i0_at_least.resize(static_cast<std::size_t>(src) + 3);
+  p.first_i1_at_least.resize(static_cast<std::size_t>(src) + 3);
+  int a = 0, b = 0;
+  for (int x = -1; x <= src + 1; ++x) {
+    while (a < dst && p.taps[static_cast<std::size_t>(a)].i0 < x) ++a;
+    while (b < dst && p.taps[static_cast<std::size_t>(b)].i1 < x) ++b;
+    p.first_i0_at_least[static_cast<std::size_t>(x + 1)] = a;
+    p.first_i1_at_least[static_cast<std::size_t>(x + 1)] = b;
+  }
+  return p;
+}
+
+// One source row's horizontal pass over output columns [dx0, dx1) into dst[0 ..). seg holds source
+// columns [x_begin - 1, x_end]. Output columns whose two taps sit in one run of 0s or 1s get the
+// run's value by memset / memcpy (the same float the blend gives); the others are blended.
+void horizontal_row(const HorizontalPlan& plan, const float* seg, int x_begin, int x_end, int dx0, int dx1,
+                    float* dst_by_column) {
+  float* dst = dst_by_column + dx0;
+  const int off = 1 - x_begin;
+  auto blend = [&](int from, int to) {
+    for (int dx = from; dx < to; ++dx) {
+      const math::LinearTap& t = plan.taps[static_cast<std::size_t>(dx)];
+      dst[dx - dx0] = math::lerp_taps(seg[t.i0 + off], seg[t.i1 + off], t);
+    }
+  };
+  int dx = dx0;
+  for (int x = x_begin - 1; x <= x_end && dx < dx1;) {
+    const float v = seg[x + off];
+    int y = x + 1;
+    while (y <= x_end && seg[y + off] == v) ++y;
+    if (v == 0.f || v == 1.f) {
+      const int lo = std::max(dx, plan.first_i0_at_least[static_cast<std::size_t>(x + 1)]);
+      const int hi = std::min(dx1, plan.first_i1_at_least[static_cast<std::size_t>(y + 1)]);
+      if (lo < hi) {
+        blend(dx, lo);
+        if (v == 0.f)
+          std::memset(dst + (lo - dx0), 0, sizeof(float) * static_cast<std::size_t>(hi - lo));
+        else
+          std::memcpy(dst + (lo - dx0), plan.ones.data() + lo, sizeof(float) * static_cast<std::size_t>(hi - lo));
+        dx = hi;
+      }
+    }
+    x = y;
+  }
+  blend(dx, dx1);
+}
+
+bool any_nonzero_bytes(const unsigned char* p, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    std::uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    if (w[0] | w[1] | w[2] | w[3]) return true;
+  }
+  for (; i < n; ++i)
+    if (p[i]) return true;
+  return false;
+}
+
+// True when columns [x_begin, x_end) of source row y are all zero bytes (-0.0 counts as nonzero:
+// it only costs a needless pass).
+bool row_is_zero(const SourceMask& m, int y) {
+  const std::size_t item = dtype_size(m.dtype);
+  const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride +
+                    static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
+  const int width = m.x_end - m.x_begin;
+  if (m.col_stride == static_cast<std::int64_t>(item))
+    return !any_nonzero_bytes(reinterpret_cast<const unsigned char*>(row), item * static_cast<std::size_t>(width));
+  for (int x = 0; x < width; ++x)
+    for (std::size_t b = 0; b < item; ++b)
+      if (row[static_cast<std::int64_t>(x) * m.col_stride + static_cast<std::int64_t>(b)]) return false;
+  return true;
+}
+
+// Output columns [lo, hi) within [dx0, dx1) whose taps reach a nonzero value of the loaded row
+// (seg holds source columns [x_begin - 1, x_end]); outside, the horizontal pass is exactly 0.
+void nonzero_columns(const HorizontalPlan& plan, const float* seg, int x_begin, int x_end, int dx0, int dx1, int& lo,
+                     int& hi) {
+  const int off = 1 - x_begin;
+  int first = x_begin, last = x_end - 1;
+  while (first < x_end && seg[first + off] == 0.f) ++first;
+  lo = hi = 0;
+  if (first == x_end) return;
+  while (last > first && seg[last + off] == 0.f) --last;
+  lo = std::max(dx0, plan.first_i1_at_least[static_cast<std::size_t>(first + 1)]);
+  hi = std::min(dx1, plan.first_i0_at_least[static_cast<std::size_t>(last + 2)]);
+  if (lo > hi) lo = hi;
+}
+
+// The vertical blend and 0.5 threshold of output columns [u0, u1); returns how many are set.
+int blend_row(const float* __restrict a, const float* __restrict b, float b0, float b1, int u0, int u1,
+              std::uint8_t* __restrict out) {
+  int count = 0;
+  for (int k = u0; k < u1; ++k) {
+    const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
+    out[k] = v;
+    count += v;
+  }
+  return count;
+}
+
 struct ItemStats {
   std::int64_t count = 0;
   int y_min = 0, y_max = -1, x_min = 0, x_max = -1;
@@ -117,8 +234,9 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   const std::int64_t plane = static_cast<std::int64_t>(H) * W;
   const std::int64_t n = static_cast<std::int64_t>(candidates.size());
 
-  std::vector<math::LinearTap> xtaps(static_cast<std::size_t>(W)), ytaps(static_cast<std::size_t>(H));
-  for (int x = 0; x < W; ++x) xtaps[static_cast<std::size_t>(x)] = math::cv_linear_tap_x(x, cw, W);
+  const HorizontalPlan plan = make_plan(cw, W);
+  const std::vector<math::LinearTap>& xtaps = plan.taps;
+  std::vector<math::LinearTap> ytaps(static_cast<std::size_t>(H));
   for (int y = 0; y < H; ++y) ytaps[static_cast<std::size_t>(y)] = math::cv_linear_tap_y(y, ch, H);
 
   struct Range {
@@ -148,7 +266,20 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
 
   parallel_for(workers, workers, 1, [&](std::int64_t wb, std::int64_t we) {
     std::vector<float> seg(static_cast<std::size_t>(cw) + 2);
-    std::vector<float> rows(2 * static_cast<std::size_t>(W));
+    std::vector<float> rows(2 * static_cast<std::size_t>(W), 0.f);
+    // Two cached horizontal rows (least recently used evicted; output rows ask for source rows in
+    // order). Each holds its nonzero output-column extent [lo, hi); its buffer (indexed by output
+    // column) is zero outside [lo, hi), so blends outside read zeros.
+    struct Slot {
+      int key = -2;  // source row held; -1 = a zero row, -2 = nothing
+      std::int64_t used = 0;
+      int lo = 0, hi = 0;
+      float* buffer = nullptr;
+    };
+    Slot slots[2];
+    slots[0].buffer = rows.data();
+    slots[1].buffer = rows.data() + W;
+    std::int64_t clock = 0;
     for (std::int64_t w = wb; w < we; ++w) {
       for (;;) {
         const std::int64_t item = next.fetch_add(1);
@@ -162,65 +293,81 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
         ItemStats& st = stats[static_cast<std::size_t>(item)];
         st.y_min = H;
         st.x_min = W;
-        const int span = rg.dx1 - rg.dx0;
-        // Two cached horizontal rows, least recently used evicted; key -1 = a row outside the
-        // support (all zero), -2 = nothing cached. Output rows ask for source rows in order.
-        int cached[2] = {-2, -2};
-        std::int64_t used[2] = {0, 0}, clock = 0;
-        float* slot[2] = {rows.data(), rows.data() + W};
-        auto horizontal = [&](int sy) -> const float* {
-          const int key = (sy < m.y_begin || sy >= m.y_end) ? -1 : sy;
+        // The buffers outlive the item: forget what rows they hold, keep their extents to clear.
+        for (Slot& slot : slots) slot.key = -2;
+        auto horizontal = [&](int sy) -> const Slot& {
+          const int key = (sy < m.y_begin || sy >= m.y_end || row_is_zero(m, sy)) ? -1 : sy;
           ++clock;
-          for (int s = 0; s < 2; ++s)
-            if (cached[s] == key) {
-              used[s] = clock;
-              return slot[s];
+          for (Slot& s : slots)
+            if (s.key == key) {
+              s.used = clock;
+              return s;
             }
-          const int s = used[0] <= used[1] ? 0 : 1;
-          float* dst = slot[s];
-          if (key == -1) {
-            std::fill(dst, dst + span, 0.f);
-          } else {
+          Slot& s = slots[0].used <= slots[1].used ? slots[0] : slots[1];
+          int lo = 0, hi = 0;
+          if (key >= 0) {
             load_segment(m, sy, seg.data());
-            const float* sg = seg.data();
-            const int off = 1 - m.x_begin;  // seg holds source columns [x_begin - 1, x_end]
-            for (int dx = rg.dx0; dx < rg.dx1; ++dx) {
-              const math::LinearTap& t = xtaps[static_cast<std::size_t>(dx)];
-              dst[dx - rg.dx0] = math::lerp_taps(sg[t.i0 + off], sg[t.i1 + off], t);
+            nonzero_columns(plan, seg.data(), m.x_begin, m.x_end, rg.dx0, rg.dx1, lo, hi);
+          }
+          // clear what the previous row left outside the new extent, then fill the extent
+          if (s.lo < s.hi) {
+            if (lo < hi) {
+              if (s.lo < lo) std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(std::min(lo, s.hi) - s.lo));
+              if (s.hi > hi) {
+                const int from = std::max(hi, s.lo);
+                std::memset(s.buffer + from, 0, sizeof(float) * static_cast<std::size_t>(s.hi - from));
+              }
+            } else {
+              std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
             }
           }
-          cached[s] = key;
-          used[s] = clock;
-          return dst;
+          if (lo < hi) horizontal_row(plan, seg.data(), m.x_begin, m.x_end, lo, hi, s.buffer);
+          s.key = key;
+          s.used = clock;
+          s.lo = lo;
+          s.hi = hi;
+          return s;
         };
         for (int y = r0; y < r1; ++y) {
           std::uint8_t* orow = out + static_cast<std::int64_t>(y) * W;
-          if (y < rg.dy0 || y >= rg.dy1 || span <= 0) {
+          int u0 = 0, u1 = 0;
+          const float *a = nullptr, *b = nullptr;
+          float b0 = 0.f, b1 = 0.f;
+          if (y >= rg.dy0 && y < rg.dy1 && rg.dx0 < rg.dx1) {
+            const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
+            const Slot& sa = horizontal(ty.i0);
+            const Slot& sb = horizontal(ty.i1);
+            a = sa.buffer;
+            b = sb.buffer;
+            b0 = ty.w0;
+            b1 = ty.w1;
+            if (sa.lo < sa.hi && sb.lo < sb.hi) {
+              u0 = std::min(sa.lo, sb.lo);
+              u1 = std::max(sa.hi, sb.hi);
+            } else if (sa.lo < sa.hi) {
+              u0 = sa.lo;
+              u1 = sa.hi;
+            } else if (sb.lo < sb.hi) {
+              u0 = sb.lo;
+              u1 = sb.hi;
+            }
+          }
+          if (u0 >= u1) {
             std::memset(orow, 0, static_cast<std::size_t>(W));
             continue;
           }
-          std::memset(orow, 0, static_cast<std::size_t>(rg.dx0));
-          std::memset(orow + rg.dx1, 0, static_cast<std::size_t>(W - rg.dx1));
-          const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
-          const float* a = horizontal(ty.i0);
-          const float* b = horizontal(ty.i1);
-          const float b0 = ty.w0, b1 = ty.w1;
-          std::uint8_t* o = orow + rg.dx0;
-          int row_count = 0;
-          for (int k = 0; k < span; ++k) {
-            const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
-            o[k] = v;
-            row_count += v;
-          }
+          std::memset(orow, 0, static_cast<std::size_t>(u0));
+          std::memset(orow + u1, 0, static_cast<std::size_t>(W - u1));
+          const int row_count = blend_row(a, b, b0, b1, u0, u1, orow);
           if (row_count) {
-            int first = 0, last = span - 1;
-            while (!o[first]) ++first;
-            while (!o[last]) --last;
+            int first = u0, last = u1 - 1;
+            while (!orow[first]) ++first;
+            while (!orow[last]) --last;
             st.count += row_count;
             st.y_min = std::min(st.y_min, y);
             st.y_max = std::max(st.y_max, y);
-            st.x_min = std::min(st.x_min, rg.dx0 + first);
-            st.x_max = std::max(st.x_max, rg.dx0 + last);
+            st.x_min = std::min(st.x_min, first);
+            st.x_max = std::max(st.x_max, last);
           }
         }
       }
