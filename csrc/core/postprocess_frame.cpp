@@ -62,36 +62,6 @@ namespace {
 
 constexpr int kRowsPerItem = 48;
 
-// Reads columns [x_begin, x_end) of one source row as float into seg[1 .. width], with zeros at
-// seg[0] and seg[width + 1]: the taps of the output columns worth computing stay inside.
-void load_segment(const SourceMask& m, int y, float* seg) {
-  const int width = m.x_end - m.x_begin;
-  const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride +
-                    static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
-  seg[0] = 0.f;
-  seg[width + 1] = 0.f;
-  float* out = seg + 1;
-  const std::int64_t cs = m.col_stride;
-  switch (m.dtype) {
-    case DType::uint8:
-      for (int i = 0; i < width; ++i) out[i] = static_cast<float>(*reinterpret_cast<const std::uint8_t*>(row + i * cs));
-      break;
-    case DType::boolean:
-      for (int i = 0; i < width; ++i) out[i] = *reinterpret_cast<const std::uint8_t*>(row + i * cs) ? 1.f : 0.f;
-      break;
-    case DType::float32:
-      if (cs == sizeof(float)) {
-        std::memcpy(out, row, sizeof(float) * static_cast<std::size_t>(width));
-      } else {
-        for (int i = 0; i < width; ++i) std::memcpy(out + i, row + i * cs, sizeof(float));
-      }
-      break;
-    default:
-      for (int i = 0; i < width; ++i) out[i] = element_as_float(row + i * cs, m.dtype);
-      break;
-  }
-}
-
 // First output index whose taps reach [begin, end) and one past the last; taps are monotonic.
 void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, int& out_begin, int& out_end) {
   const int n = static_cast<int>(taps.size());
@@ -131,81 +101,117 @@ HorizontalPlan make_plan(int src, int dst) {
   return p;
 }
 
-// One source row's horizontal pass over output columns [dx0, dx1) into dst[0 ..). seg holds source
-// columns [x_begin - 1, x_end]. Output columns whose two taps sit in one run of 0s or 1s get the
-// run's value by memset / memcpy (the same float the blend gives); the others are blended.
-void horizontal_row(const HorizontalPlan& plan, const float* seg, int x_begin, int x_end, int dx0, int dx1,
-                    float* dst_by_column) {
-  float* dst = dst_by_column + dx0;
-  const int off = 1 - x_begin;
+// One source row seen as runs of equal values over columns [x_begin, x_end): run i covers
+// [begin[i], begin[i + 1]) (the last ends at x_end). Runs of exactly 0 or 1 are what masks are
+// made of, and the scan skips through them a word at a time.
+struct RowRuns {
+  const char* row = nullptr;  // address of column origin_x of this row
+  std::vector<int> begin;
+  std::vector<float> value;
+  int first_nonzero = 0, last_nonzero = -1;
+};
+
+inline float value_at(const SourceMask& m, const RowRuns& r, int x) {
+  if (x < m.x_begin || x >= m.x_end) return 0.f;
+  const char* p = r.row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride;
+  if (m.dtype == DType::float32) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  return element_as_float(p, m.dtype);
+}
+
+// How many elements from x on (at most n) have exactly the bit pattern of the value at x, for
+// dense rows; 8 or 32 bytes per step. Returns 0 when the pattern is not a uniform 0 or 1.
+int skip_equal_words(const SourceMask& m, const char* p, int n) {
+  std::uint64_t pattern;
+  std::size_t item;
+  if (m.dtype == DType::float32 && m.col_stride == 4) {
+    std::uint32_t bits;
+    std::memcpy(&bits, p, 4);
+    if (bits != 0u && bits != 0x3f800000u) return 0;
+    pattern = (static_cast<std::uint64_t>(bits) << 32) | bits;
+    item = 4;
+  } else if ((m.dtype == DType::uint8 || m.dtype == DType::boolean) && m.col_stride == 1) {
+    const std::uint8_t byte = static_cast<std::uint8_t>(*p);
+    if (byte > 1) return 0;
+    pattern = byte * 0x0101010101010101ull;
+    item = 1;
+  } else if (m.dtype == DType::float16 && m.col_stride == 2) {
+    std::uint16_t bits;
+    std::memcpy(&bits, p, 2);
+    if (bits != 0u && bits != 0x3c00u) return 0;
+    pattern = bits * 0x0001000100010001ull;
+    item = 2;
+  } else {
+    return 0;
+  }
+  const std::size_t bytes = static_cast<std::size_t>(n) * item;
+  std::size_t i = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    std::uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    if (((w[0] ^ pattern) | (w[1] ^ pattern) | (w[2] ^ pattern) | (w[3] ^ pattern)) != 0) break;
+  }
+  for (; i + 8 <= bytes; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != pattern) break;
+  }
+  return static_cast<int>(i / item);
+}
+
+void find_runs(const SourceMask& m, int y, RowRuns& r) {
+  r.row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride;
+  r.begin.clear();
+  r.value.clear();
+  r.first_nonzero = m.x_end;
+  r.last_nonzero = -1;
+  int x = m.x_begin;
+  while (x < m.x_end) {
+    const float v = value_at(m, r, x);
+    const char* p = r.row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride;
+    int end = x + std::max(1, skip_equal_words(m, p, m.x_end - x));
+    while (end < m.x_end && value_at(m, r, end) == v) ++end;
+    r.begin.push_back(x);
+    r.value.push_back(v);
+    if (v != 0.f) {  // NaN counts as nonzero: it is blended like any other value
+      r.first_nonzero = std::min(r.first_nonzero, x);
+      r.last_nonzero = end - 1;
+    }
+    x = end;
+  }
+}
+
+// One source row's horizontal pass over output columns [dx0, dx1) into dst (indexed by output
+// column). Output columns whose two taps sit in one run of 0s or 1s get the run's value by
+// memset / memcpy (the same float the blend gives: 0, or w0 + w1); the others are blended.
+void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRuns& r, int dx0, int dx1,
+                    float* dst) {
   auto blend = [&](int from, int to) {
     for (int dx = from; dx < to; ++dx) {
       const math::LinearTap& t = plan.taps[static_cast<std::size_t>(dx)];
-      dst[dx - dx0] = math::lerp_taps(seg[t.i0 + off], seg[t.i1 + off], t);
+      dst[dx] = math::lerp_taps(value_at(m, r, t.i0), value_at(m, r, t.i1), t);
     }
   };
   int dx = dx0;
-  for (int x = x_begin - 1; x <= x_end && dx < dx1;) {
-    const float v = seg[x + off];
-    int y = x + 1;
-    while (y <= x_end && seg[y + off] == v) ++y;
-    if (v == 0.f || v == 1.f) {
-      const int lo = std::max(dx, plan.first_i0_at_least[static_cast<std::size_t>(x + 1)]);
-      const int hi = std::min(dx1, plan.first_i1_at_least[static_cast<std::size_t>(y + 1)]);
-      if (lo < hi) {
-        blend(dx, lo);
-        if (v == 0.f)
-          std::memset(dst + (lo - dx0), 0, sizeof(float) * static_cast<std::size_t>(hi - lo));
-        else
-          std::memcpy(dst + (lo - dx0), plan.ones.data() + lo, sizeof(float) * static_cast<std::size_t>(hi - lo));
-        dx = hi;
-      }
-    }
-    x = y;
+  const std::size_t runs = r.begin.size();
+  for (std::size_t i = 0; i < runs && dx < dx1; ++i) {
+    const float v = r.value[i];
+    if (v != 0.f && v != 1.f) continue;
+    const int x = r.begin[i], end = i + 1 < runs ? r.begin[i + 1] : m.x_end;
+    const int lo = std::max(dx, plan.first_i0_at_least[static_cast<std::size_t>(x + 1)]);
+    const int hi = std::min(dx1, plan.first_i1_at_least[static_cast<std::size_t>(end + 1)]);
+    if (lo >= hi) continue;
+    blend(dx, lo);
+    if (v == 0.f)
+      std::memset(dst + lo, 0, sizeof(float) * static_cast<std::size_t>(hi - lo));
+    else
+      std::memcpy(dst + lo, plan.ones.data() + lo, sizeof(float) * static_cast<std::size_t>(hi - lo));
+    dx = hi;
   }
   blend(dx, dx1);
-}
-
-bool any_nonzero_bytes(const unsigned char* p, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    std::uint64_t w[4];
-    std::memcpy(w, p + i, 32);
-    if (w[0] | w[1] | w[2] | w[3]) return true;
-  }
-  for (; i < n; ++i)
-    if (p[i]) return true;
-  return false;
-}
-
-// True when columns [x_begin, x_end) of source row y are all zero bytes (-0.0 counts as nonzero:
-// it only costs a needless pass).
-bool row_is_zero(const SourceMask& m, int y) {
-  const std::size_t item = dtype_size(m.dtype);
-  const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride +
-                    static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
-  const int width = m.x_end - m.x_begin;
-  if (m.col_stride == static_cast<std::int64_t>(item))
-    return !any_nonzero_bytes(reinterpret_cast<const unsigned char*>(row), item * static_cast<std::size_t>(width));
-  for (int x = 0; x < width; ++x)
-    for (std::size_t b = 0; b < item; ++b)
-      if (row[static_cast<std::int64_t>(x) * m.col_stride + static_cast<std::int64_t>(b)]) return false;
-  return true;
-}
-
-// Output columns [lo, hi) within [dx0, dx1) whose taps reach a nonzero value of the loaded row
-// (seg holds source columns [x_begin - 1, x_end]); outside, the horizontal pass is exactly 0.
-void nonzero_columns(const HorizontalPlan& plan, const float* seg, int x_begin, int x_end, int dx0, int dx1, int& lo,
-                     int& hi) {
-  const int off = 1 - x_begin;
-  int first = x_begin, last = x_end - 1;
-  while (first < x_end && seg[first + off] == 0.f) ++first;
-  lo = hi = 0;
-  if (first == x_end) return;
-  while (last > first && seg[last + off] == 0.f) --last;
-  lo = std::max(dx0, plan.first_i1_at_least[static_cast<std::size_t>(first + 1)]);
-  hi = std::min(dx1, plan.first_i0_at_least[static_cast<std::size_t>(last + 2)]);
-  if (lo > hi) lo = hi;
 }
 
 // The vertical blend and 0.5 threshold of output columns [u0, u1); returns how many are set.
@@ -256,7 +262,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   FrameInstances result;
   result.height = H;
   result.width = W;
-  if (n > 0) result.masks.reset(new std::uint8_t[static_cast<std::size_t>(n * plane)]);
+  if (n > 0) result.masks = MaskBuffer::allocate(static_cast<std::size_t>(n * plane));
 
   const std::int64_t blocks = (H + kRowsPerItem - 1) / kRowsPerItem;
   const std::int64_t items = n * blocks;
@@ -265,7 +271,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   const int workers = static_cast<int>(std::min<std::int64_t>(threads > 0 ? threads : default_thread_count(), items));
 
   parallel_for(workers, workers, 1, [&](std::int64_t wb, std::int64_t we) {
-    std::vector<float> seg(static_cast<std::size_t>(cw) + 2);
+    RowRuns runs;
     std::vector<float> rows(2 * static_cast<std::size_t>(W), 0.f);
     // Two cached horizontal rows (least recently used evicted; output rows ask for source rows in
     // order). Each holds its nonzero output-column extent [lo, hi); its buffer (indexed by output
@@ -289,14 +295,14 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
         const int r1 = std::min(H, r0 + kRowsPerItem);
         const SourceMask& m = candidates[static_cast<std::size_t>(i)].mask;
         const Range rg = ranges[static_cast<std::size_t>(i)];
-        std::uint8_t* out = result.masks.get() + i * plane;
+        std::uint8_t* out = result.masks.data() + i * plane;
         ItemStats& st = stats[static_cast<std::size_t>(item)];
         st.y_min = H;
         st.x_min = W;
         // The buffers outlive the item: forget what rows they hold, keep their extents to clear.
         for (Slot& slot : slots) slot.key = -2;
         auto horizontal = [&](int sy) -> const Slot& {
-          const int key = (sy < m.y_begin || sy >= m.y_end || row_is_zero(m, sy)) ? -1 : sy;
+          const int key = (sy < m.y_begin || sy >= m.y_end) ? -1 : sy;
           ++clock;
           for (Slot& s : slots)
             if (s.key == key) {
@@ -306,8 +312,13 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
           Slot& s = slots[0].used <= slots[1].used ? slots[0] : slots[1];
           int lo = 0, hi = 0;
           if (key >= 0) {
-            load_segment(m, sy, seg.data());
-            nonzero_columns(plan, seg.data(), m.x_begin, m.x_end, rg.dx0, rg.dx1, lo, hi);
+            find_runs(m, sy, runs);
+            if (runs.first_nonzero <= runs.last_nonzero) {
+              // output columns whose taps reach a nonzero value; elsewhere the pass is exactly 0
+              lo = std::max(rg.dx0, plan.first_i1_at_least[static_cast<std::size_t>(runs.first_nonzero + 1)]);
+              hi = std::min(rg.dx1, plan.first_i0_at_least[static_cast<std::size_t>(runs.last_nonzero + 2)]);
+              if (lo > hi) lo = hi;
+            }
           }
           // clear what the previous row left outside the new extent, then fill the extent
           if (s.lo < s.hi) {
@@ -321,7 +332,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
               std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
             }
           }
-          if (lo < hi) horizontal_row(plan, seg.data(), m.x_begin, m.x_end, lo, hi, s.buffer);
+          if (lo < hi) horizontal_row(plan, m, runs, lo, hi, s.buffer);
           s.key = key;
           s.used = clock;
           s.lo = lo;
@@ -391,7 +402,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
     }
     if (!total.count) continue;
     if (kept != i)
-      std::memmove(result.masks.get() + kept * plane, result.masks.get() + i * plane, static_cast<std::size_t>(plane));
+      std::memmove(result.masks.data() + kept * plane, result.masks.data() + i * plane, static_cast<std::size_t>(plane));
     const Candidate& c = candidates[static_cast<std::size_t>(i)];
     result.scores.push_back(c.score);
     result.labels.push_back(c.label);
