@@ -265,3 +265,35 @@ def test_multi_over_live_sources_delivers_their_queued_frames(segmenter, tmp_pat
     for batch in rounds:
         for result in batch:
             check_result(result, result.index)
+
+
+class LosingCapture(DyingCapture):
+    """Delivers `count` frames, then reports a lost frame (read() -> False) like a dropped RTSP link."""
+
+    def read(self):
+        if self.sent >= self.count:
+            return False, None
+        self.sent += 1
+        return True, self.frame.copy()
+
+
+def test_stream_over_a_source_that_reconnects_counts_it(segmenter):
+    frame, _ = make_test_frame()
+    captures = iter([LosingCapture(3, frame), LosingCapture(2, frame)])
+
+    def open_capture():
+        try:
+            return next(captures)
+        except StopIteration:
+            return LosingCapture(0, frame)  # opens, but never delivers again
+
+    source = LiveSource(open_capture, "test://link", reconnect=True, max_reconnects=2, backoff=(0.01, 0.02),
+                        queue_size=16)
+    got = []
+    with pytest.raises(StreamError, match="not recovered after 2 reconnect attempts"):
+        pipeline = stream(segmenter, source)
+        for result in pipeline:
+            got.append(result.index)
+    assert got == [0, 1, 2, 3, 4]
+    assert pipeline.stats.reconnects >= 1 and source.reconnects >= 1
+    source.close()

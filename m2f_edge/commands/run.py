@@ -69,7 +69,7 @@ def run(args) -> int:
         print("m2f-edge run: interrupted; outputs closed", file=sys.stderr)
         return 130
     stats = pipeline.stats
-    print("{} frames in {:.2f} s: {:.2f} FPS, {} instances, {} dropped{}".format(
-        stats.frames, stats.elapsed, stats.fps, instances_seen, stats.dropped,
+    print("{} frames in {:.2f} s: {:.2f} FPS, {} instances, {} dropped, {} reconnects{}".format(
+        stats.frames, stats.elapsed, stats.fps, instances_seen, stats.dropped, stats.reconnects,
         ", written to {}".format(args.output) if args.output else ""))
     return 0

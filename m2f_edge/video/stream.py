@@ -81,7 +81,7 @@ class StreamStats:
     """Counters of a running or finished stream: ``frames`` delivered, ``batches``, ``elapsed`` seconds
     from start to the last delivery, ``fps``, ``busy`` (seconds each stage spent working),
     ``stage_fps`` (frames per busy second of each stage: its rate if it ran alone), ``dropped`` (by
-    live sources), ``errors`` (batches skipped with on_error="skip")."""
+    live sources), ``reconnects`` (of live sources), ``errors`` (batches skipped with on_error="skip")."""
 
     def __init__(self):
         self.frames = 0
@@ -91,6 +91,7 @@ class StreamStats:
         self.busy = {name: 0.0 for name in STAGES}
         self.stage_frames = {name: 0 for name in STAGES}
         self.dropped = 0
+        self.reconnects = 0
         self.errors = 0
 
     @property
@@ -107,8 +108,9 @@ class StreamStats:
                 for name in STAGES if self.stage_frames[name]}
 
     def __repr__(self):
-        return "StreamStats(frames=%d, fps=%.2f, dropped=%d, stage_fps=%s)" % (
-            self.frames, self.fps, self.dropped, {k: round(v, 1) for k, v in self.stage_fps.items()})
+        return "StreamStats(frames=%d, fps=%.2f, dropped=%d, reconnects=%d, stage_fps=%s)" % (
+            self.frames, self.fps, self.dropped, self.reconnects,
+            {k: round(v, 1) for k, v in self.stage_fps.items()})
 
 
 class _End:
@@ -350,6 +352,7 @@ class Stream:
         self.stats.frames += len(results)
         self.stats.finished = now
         self.stats.dropped = sum(s.dropped for s in self.sources)
+        self.stats.reconnects = sum(s.reconnects for s in self.sources)
         if self.sink is not None:
             from ..drawing import draw_text_line
             for result in results:
