@@ -19,7 +19,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a TensorRT engine or an ONNX model")
     parser.add_argument("--source", default="csi://0", help="camera URI (default csi://0)")
-    parser.add_argument("--output", default="display://", help="display://, a video file or a folder/ (default: window)")
+    parser.add_argument("--output", default="display://",
+                        help="display://, a video file or a folder/ (default: window)")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (0.5)")
     parser.add_argument("--width", type=int, default=1280, help="capture width (1280)")
     parser.add_argument("--height", type=int, default=720, help="capture height (720)")

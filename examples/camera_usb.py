@@ -18,7 +18,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a TensorRT engine or an ONNX model")
     parser.add_argument("--source", default="v4l2:///dev/video0", help="camera URI (default v4l2:///dev/video0)")
-    parser.add_argument("--output", default="display://", help="display://, a video file or a folder/ (default: window)")
+    parser.add_argument("--output", default="display://",
+                        help="display://, a video file or a folder/ (default: window)")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (0.5)")
     parser.add_argument("--width", type=int, help="capture width")
     parser.add_argument("--height", type=int, help="capture height")
