@@ -225,6 +225,7 @@ class Stream:
     def _do_draw(self, item: _Batch):
         from ..drawing import draw_instances
         options = dict(self._draw_options)
+        options.pop("copy", None)  # the overlay is always a copy: result.frame stays the captured image
         item.overlays = [draw_instances(f.image, inst, copy=True, **options)
                          for f, inst in zip(item.frames, item.instances)]
 
