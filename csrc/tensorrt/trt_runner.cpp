@@ -6,6 +6,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "m2f/cuda/buffers.hpp"
 #include "m2f/cuda/check.hpp"
 
 namespace m2f::trt {
@@ -106,6 +107,14 @@ struct Runner::Impl {
   Owned<nvinfer1::IRuntime> runtime;
   Owned<nvinfer1::ICudaEngine> engine;
   Owned<nvinfer1::IExecutionContext> context;
+  // What the current graph was captured for: every tensor's address and shape, and the stream.
+  std::vector<std::pair<void*, std::vector<std::int64_t>>> bound;
+  std::vector<std::pair<void*, std::vector<std::int64_t>>> graph_bound;
+  cudaStream_t graph_stream = nullptr;
+  int eager_runs_with_bound = 0;
+  bool graph_failed = false;
+  cuda::CudaGraph graph;
+  cuda::GraphExec graph_exec;
 
   [[noreturn]] void fail(const std::string& what) {
     std::string log = logger.take();
@@ -208,9 +217,53 @@ void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
 }
 
 void Runner::enqueue(cudaStream_t stream) {
-  if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
-  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+  Impl& im = *impl_;
+  if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  if (!use_graph_ || im.graph_failed || stream == nullptr) {  // the legacy stream cannot be captured
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  im.bound.clear();
+  for (const auto& t : tensors_)
+    im.bound.emplace_back(const_cast<void*>(im.context->getTensorAddress(t.name.c_str())),
+                          to_vector(im.context->getTensorShape(t.name.c_str())));
+  if (im.graph_exec && im.bound == im.graph_bound && stream == im.graph_stream) {
+    im.graph_exec.launch(stream);
+    return;
+  }
+  if (im.bound != im.graph_bound || stream != im.graph_stream) {
+    im.graph_exec = cuda::GraphExec();
+    im.graph = cuda::CudaGraph();
+    im.graph_bound = im.bound;
+    im.graph_stream = stream;
+    im.eager_runs_with_bound = 0;
+  }
+  // TensorRT allocates and tunes on the first enqueue after a shape change: run it eagerly once.
+  if (im.eager_runs_with_bound == 0) {
+    ++im.eager_runs_with_bound;
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  bool enqueued = true;
+  im.graph = cuda::capture_graph(stream, [&] { enqueued = im.context->enqueueV3(stream); });
+  if (im.graph && enqueued) {
+    try {
+      im.graph_exec = im.graph.instantiate();
+    } catch (const CudaError&) {
+      im.graph_exec = cuda::GraphExec();
+    }
+  }
+  if (!im.graph_exec) {
+    im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
+    im.graph = cuda::CudaGraph();
+    im.logger.take();
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  im.graph_exec.launch(stream);
 }
+
+bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }
 
 std::string Runner::take_log() {
   std::string plugin_log = plugin_logger().take();

@@ -51,7 +51,13 @@ class Runner {
   // Valid after every input shape is set.
   std::vector<std::int64_t> output_shape(const std::string& name) const;
   void set_tensor_address(const std::string& name, void* device_pointer);
+  // With graphs enabled, a call whose shapes and addresses match the previous one replays a CUDA
+  // graph captured from enqueueV3 (the first call with new shapes or addresses runs eagerly, the
+  // second captures). Capture failure, or an engine that cannot be captured, falls back to eager
+  // enqueueV3 for good.
   void enqueue(cudaStream_t stream);
+  void set_use_cuda_graph(bool use) noexcept { use_graph_ = use; }
+  bool graph_active() const noexcept;
   // The TensorRT log lines of warning level and above seen since the last call.
   std::string take_log();
 
@@ -60,6 +66,7 @@ class Runner {
   std::unique_ptr<Impl> impl_;
   std::vector<TensorInfo> tensors_;
   int device_ = 0;
+  bool use_graph_ = false;
 };
 
 // The version of the TensorRT library loaded at run time ("major.minor.patch"); compared with the
