@@ -1,0 +1,115 @@
+// COCO run-length encoding, byte-identical to pycocotools' rleEncode + rleToString.
+//
+// COCO runs over the mask in column-major order and starts a new run wherever the byte value
+// changes (starting from 0). Walking columns of a row-major mask would stride through memory, so
+// the changes are found row by row instead: within a column, a change at row y > 0 is a row-to-row
+// difference; at row 0 the previous element is the bottom of the previous column. Changes are then
+// bucketed by column (counting sort keeps row order) and turned into run lengths.
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "m2f/parallel.hpp"
+#include "m2f/postprocess.hpp"
+
+namespace m2f {
+namespace {
+
+struct Change {
+  int x, y;
+};
+
+// pycocotools' compressed string: LEB128-like 5-bit groups offset by 48, deltas from counts[i-2].
+std::string counts_to_string(const std::vector<std::int64_t>& counts) {
+  std::string s;
+  s.reserve(counts.size() * 2);
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    std::int64_t x = counts[i];
+    if (i > 2) x -= counts[i - 2];
+    bool more = true;
+    while (more) {
+      std::int64_t c = x & 0x1f;
+      x >>= 5;  // arithmetic shift, as the C original on signed long
+      more = (c & 0x10) ? x != -1 : x != 0;
+      if (more) c |= 0x20;
+      s.push_back(static_cast<char>(c + 48));
+    }
+  }
+  return s;
+}
+
+std::string encode_one(const char* base, std::int64_t row_stride, std::int64_t col_stride, int H, int W,
+                       std::vector<Change>& changes, std::vector<int>& per_column) {
+  changes.clear();
+  auto at = [&](int y, int x) {
+    return *reinterpret_cast<const std::uint8_t*>(base + static_cast<std::int64_t>(y) * row_stride +
+                                                  static_cast<std::int64_t>(x) * col_stride);
+  };
+  // column starts: compare with the bottom of the previous column (0 before the first)
+  for (int x = 0; x < W; ++x) {
+    const std::uint8_t previous = x == 0 ? 0 : at(H - 1, x - 1);
+    if (at(0, x) != previous) changes.push_back({x, 0});
+  }
+  for (int y = 1; y < H; ++y) {
+    const char* above = base + static_cast<std::int64_t>(y - 1) * row_stride;
+    const char* here = base + static_cast<std::int64_t>(y) * row_stride;
+    int x = 0;
+    if (col_stride == 1) {
+      for (; x + 8 <= W; x += 8) {
+        std::uint64_t a, b;
+        std::memcpy(&a, above + x, 8);
+        std::memcpy(&b, here + x, 8);
+        if (a == b) continue;
+        for (int j = x; j < x + 8; ++j)
+          if (above[j] != here[j]) changes.push_back({j, y});
+      }
+    }
+    for (; x < W; ++x)
+      if (at(y - 1, x) != at(y, x)) changes.push_back({x, y});
+  }
+  // bucket by column, keeping the row order of each column
+  per_column.assign(static_cast<std::size_t>(W) + 1, 0);
+  for (const Change& c : changes) ++per_column[static_cast<std::size_t>(c.x) + 1];
+  for (int x = 0; x < W; ++x) per_column[static_cast<std::size_t>(x) + 1] += per_column[static_cast<std::size_t>(x)];
+  std::vector<std::int64_t> positions(changes.size());
+  for (const Change& c : changes)
+    positions[static_cast<std::size_t>(per_column[static_cast<std::size_t>(c.x)]++)] =
+        static_cast<std::int64_t>(c.x) * H + c.y;
+  std::vector<std::int64_t> counts;
+  counts.reserve(positions.size() + 1);
+  std::int64_t last = 0;
+  for (std::int64_t p : positions) {
+    counts.push_back(p - last);
+    last = p;
+  }
+  counts.push_back(static_cast<std::int64_t>(H) * W - last);
+  return counts_to_string(counts);
+}
+
+}  // namespace
+
+std::vector<std::string> rle_encode(const TensorView& masks, int threads) {
+  if (masks.ndim != 3) throw std::invalid_argument("rle_encode: masks (N,H,W) expected");
+  if (masks.dtype != DType::uint8 && masks.dtype != DType::boolean)
+    throw std::invalid_argument("rle_encode: masks must be uint8 or bool");
+  const std::int64_t n = masks.shape[0];
+  const int H = static_cast<int>(masks.shape[1]), W = static_cast<int>(masks.shape[2]);
+  std::vector<std::string> out(static_cast<std::size_t>(n));
+  parallel_for(n, threads, 1, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<Change> changes;
+    std::vector<int> per_column;
+    for (std::int64_t i = begin; i < end; ++i) {
+      if (H == 0 || W == 0) {
+        out[static_cast<std::size_t>(i)] = counts_to_string({0});
+        continue;
+      }
+      const char* base = static_cast<const char*>(masks.data) + i * masks.strides[0];
+      out[static_cast<std::size_t>(i)] = encode_one(base, masks.strides[1], masks.strides[2], H, W, changes, per_column);
+    }
+  });
+  return out;
+}
+
+}  // namespace m2f
