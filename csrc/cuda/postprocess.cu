@@ -147,10 +147,13 @@ __global__ void gather_candidates_kernel(const float* probs, const int* order, c
 }
 
 // Fused upsample + threshold + sigmoid sum over the network-size mask of each top-k candidate.
-__global__ void mask_score_kernel(RawMask raw, const int* candidate_index, const int* count, int limit, int classes,
-                                  double* sigmoid_sums, unsigned long long* mask_pixels) {
+// A candidate whose class probability is below the threshold can never be kept (the mask factor is
+// at most 1): its mask is never upsampled, as on the CPU.
+__global__ void mask_score_kernel(RawMask raw, const int* candidate_index, const float* candidate_probs,
+                                  float threshold, const int* count, int limit, int classes, double* sigmoid_sums,
+                                  unsigned long long* mask_pixels) {
   const int i = blockIdx.y;
-  if (i >= limit || i >= *count) return;
+  if (i >= limit || i >= *count || !(candidate_probs[i] >= threshold)) return;
   const long long query = candidate_index[i] / classes;
   const long long pixels = static_cast<long long>(raw.net_height) * raw.net_width;
   float sum = 0.f;
@@ -473,7 +476,9 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
   RawMask source{planes_of(mask_logits), transform.net_height, transform.net_width};
   const long long net_pixels = static_cast<long long>(transform.net_height) * transform.net_width;
   const dim3 score_grid(static_cast<unsigned>(std::min<long long>(blocks_for(net_pixels), 64)), topk);
-  mask_score_kernel<<<score_grid, kThreads, 0, stream>>>(source, w.candidate_index.as<int>(), counters, topk, classes,
+  mask_score_kernel<<<score_grid, kThreads, 0, stream>>>(source, w.candidate_index.as<int>(),
+                                                         w.candidate_probs.as<float>(), options.score_threshold,
+                                                         counters, topk, classes,
                                                          w.sigmoid_sums.as<double>(),
                                                          w.mask_pixels.as<unsigned long long>());
   M2F_CUDA_CHECK(cudaGetLastError());

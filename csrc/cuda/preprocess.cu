@@ -22,7 +22,6 @@ struct FrameGeometry {
 struct NetGeometry {
   int net_height, net_width;
   int content_height, content_width;
-  double scale_y, scale_x;
   math::ChannelAffine affine[3];
 };
 
@@ -49,8 +48,8 @@ __global__ void preprocess_kernel(FrameGeometry frame, NetGeometry net, Out* out
     for (int c = 0; c < 3; ++c) store(out + c * plane, index, math::normalize(0.f, net.affine[c]));
     return;
   }
-  const math::LinearTap tx = math::linear_tap(x, net.scale_x, frame.width);
-  const math::LinearTap ty = math::linear_tap(y, net.scale_y, frame.height);
+  const math::LinearTap tx = math::linear_tap(x, frame.width, net.content_width);
+  const math::LinearTap ty = math::linear_tap(y, frame.height, net.content_height);
   const unsigned char* row0 = frame.data + ty.index0 * frame.row_stride;
   const unsigned char* row1 = frame.data + ty.index1 * frame.row_stride;
   const long long col0 = tx.index0 * frame.col_stride, col1 = tx.index1 * frame.col_stride;
@@ -132,8 +131,6 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
     net.net_width = net_w;
     net.content_height = t.content_height;
     net.content_width = t.content_width;
-    net.scale_y = math::linear_scale(t.frame_height, t.content_height);
-    net.scale_x = math::linear_scale(t.frame_width, t.content_width);
     for (int c = 0; c < 3; ++c) net.affine[c] = math::normalization_affine(options.mean[c], options.stddev[c]);
 
     const dim3 block(32, 8);
