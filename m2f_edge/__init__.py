@@ -1,8 +1,18 @@
-"""m2f_edge: NVIDIA TAO Mask2Former instance segmentation on Jetson and any other machine."""
+"""m2f_edge: NVIDIA TAO Mask2Former instance segmentation on Jetson and any other machine.
+
+    import m2f_edge
+    seg = m2f_edge.Segmenter("mask2former_swint.onnx")   # or a TensorRT .engine
+    instances = seg.run(frame)                            # HxWx3 uint8 BGR frame
+    instances.masks, instances.scores, instances.labels, instances.boxes
+"""
+
+import logging
 
 from ._core import build_info as _core_build_info
 
 __version__ = _core_build_info()["version"]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def build_info():
@@ -15,4 +25,8 @@ def build_info():
     return _core_build_info()
 
 
-__all__ = ["build_info", "__version__"]
+from .instances import Instances  # noqa: E402  (after build_info: both need _core)
+from .segmenter import Prepared, Segmenter  # noqa: E402
+from .spec import Spec, load_spec  # noqa: E402
+
+__all__ = ["Segmenter", "Instances", "Prepared", "Spec", "build_info", "load_spec", "__version__"]
