@@ -178,6 +178,24 @@ void bind_cuda(py::module_& g) {
   }, "Waits for all work on the current device.");
 
   g.def(
+      "copy",
+      [](const py::object& dst, const py::object& src, const py::object& stream_obj, bool synchronize) {
+        cudaStream_t stream = stream_from(stream_obj);
+        BorrowedView d = gpu_view_of(dst, "dst", stream);
+        BorrowedView s = gpu_view_of(src, "src", stream);
+        // --- sizes
+        const std::size_t bytes = static_cast<std::size_t>(s.view.numel()) * dtype_size(s.view.dtype);
+        if (!d.view.is_contiguous() || !s.view.is_contiguous() ||
+            bytes != static_cast<std::size_t>(d.view.numel()) * dtype_size(d.view.dtype))
+          throw py::value_error("copy: 'dst' and 'src' must be C-contiguous with the same number of bytes");
+        py::gil_scoped_release release;
+        M2F_CUDA_CHECK(cudaMemcpyAsync(d.view.data, s.view.data, bytes, cudaMemcpyDeviceToDevice, stream));
+        if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+      },
+      py::arg("dst"), py::arg("src"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
+      "Device-to-device copy between contiguous GPU arrays (the copy-bandwidth yardstick of the benchmarks).");
+
+  g.def(
       "preprocess",
       [](const py::object& frames, const py::object& out, const std::string& color, const std::string& resize,
          std::array<float, 3> mean, std::array<float, 3> stddev, const py::object& stream_obj, bool synchronize) {
@@ -351,7 +369,7 @@ constexpr const char kNoCuda[] =
     "M2F_CUDA=ON pip install .";
 
 void bind_cuda(py::module_& g) {
-  for (const char* name : {"DeviceArray", "Stream", "synchronize", "preprocess", "postprocess_deployable",
+  for (const char* name : {"DeviceArray", "Stream", "synchronize", "copy", "preprocess", "postprocess_deployable",
                            "postprocess_raw", "instance_map", "pack_masks"}) {
     g.def(name, [](py::args, py::kwargs) -> py::object { throw py::import_error(kNoCuda); }, kNoCuda);
   }
