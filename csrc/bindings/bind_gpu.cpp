@@ -86,6 +86,15 @@ DType parse_dtype(const py::object& dtype) {
 }
 
 void bind_cuda(py::module_& g) {
+  // Out of GPU memory is a MemoryError (callers may retry smaller); every other CUDA error a RuntimeError.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const CudaError& e) {
+      PyErr_SetString(e.out_of_memory() ? PyExc_MemoryError : PyExc_RuntimeError, e.what());
+    }
+  });
+
   py::class_<DeviceArray, std::shared_ptr<DeviceArray>>(
       g, "DeviceArray",
       "C-contiguous GPU memory with __cuda_array_interface__ (CuPy, PyTorch and Numba read it without a copy).\n"
