@@ -279,6 +279,28 @@ def test_results_are_not_overwritten_by_the_next_frame():
         np.testing.assert_array_equal(first[name], kept[name])
 
 
+@pytest.mark.parametrize("masks_to", ["device", "packed"])
+def test_masks_left_on_device_or_bit_packed(masks_to):
+    rng = np.random.default_rng(9)
+    masks = blob_masks(rng, 40, 160, 200)
+    scores = rng.uniform(0, 1, 40).astype(np.float32)
+    classes = np.zeros(40, np.int32)
+    transform = _core.ResizeTransform("letterbox", 333, 501, 160, 200)
+    want = _core.postprocess_deployable(masks, scores, classes, transform)
+    got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
+                                     masks_to=masks_to)
+    if masks_to == "device":
+        assert isinstance(got["masks"], gpu.DeviceArray)
+        got["masks"] = got["masks"].to_numpy()
+    else:
+        assert "masks" not in got and tuple(got["mask_shape"]) == (333, 501)
+        got["masks"] = np.unpackbits(got.pop("masks_packed"), axis=-1, count=501)
+    assert_same_instances(got, want)
+    with pytest.raises(ValueError, match="masks_to"):
+        gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
+                                   masks_to="disk")
+
+
 @pytest.mark.parametrize("n,h,w", [(0, 10, 10), (1, 1, 1), (5, 480, 640), (60, 123, 77)])
 def test_instance_map_and_pack_match_cpu(n, h, w):
     rng = np.random.default_rng(n + h)

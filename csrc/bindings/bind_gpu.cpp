@@ -55,17 +55,10 @@ BorrowedView device_input(const py::handle& obj, const char* arg, cudaStream_t s
 
 std::vector<std::int64_t> shape_of(const TensorView& v) { return std::vector<std::int64_t>(v.shape.begin(), v.shape.begin() + v.ndim); }
 
-py::dict to_python(FrameInstances&& r) {
+// The small arrays; the masks are added by the caller in the form asked for.
+py::dict to_python(const FrameInstances& r) {
   const py::ssize_t n = static_cast<py::ssize_t>(r.count);
   py::dict out;
-  if (r.masks) {
-    std::uint8_t* raw = r.masks.release();
-    py::capsule owner(raw, [](void* p) { delete[] static_cast<std::uint8_t*>(p); });
-    out["masks"] = py::array_t<std::uint8_t>({n, static_cast<py::ssize_t>(r.height), static_cast<py::ssize_t>(r.width)},
-                                             raw, owner);
-  } else {
-    out["masks"] = py::array_t<std::uint8_t>({n, static_cast<py::ssize_t>(r.height), static_cast<py::ssize_t>(r.width)});
-  }
   out["scores"] = py::array_t<float>(n, r.scores.data());
   out["labels"] = py::array_t<std::int64_t>(n, r.labels.data());
   out["boxes"] = py::array_t<float>({n, static_cast<py::ssize_t>(4)}, r.boxes.data());
@@ -273,20 +266,68 @@ void bind_cuda(py::module_& g) {
       "any strides) or numpy arrays (copied to the GPU first); out: a GPU array (B, 3, H, W) float32/float16.\n"
       "Returns one ResizeTransform per frame.");
 
-  auto post_common = [](cuda::PostprocessWorkspace& w, cudaStream_t stream, bool want_masks) {
+  // Copies back what the user gets, in the form asked for:
+  //   "host"   masks (N, H, W) uint8 numpy: one device-to-host copy of the kept masks only;
+  //   "packed" masks_packed (N, H, ceil(W / 8)) uint8 numpy as numpy.packbits(axis=-1): 8x fewer bytes
+  //            cross to the host (np.unpackbits(..., axis=-1, count=W) restores the masks);
+  //   "device" masks as a DeviceArray (N, H, W) uint8 that stays on the GPU (a device-side copy).
+  // Every form is a fresh buffer: the next frame cannot overwrite it.
+  auto post_common = [](cuda::PostprocessWorkspace& w, cudaStream_t stream, const std::string& form) {
+    std::vector<int> slots;
     FrameInstances r;
     {
       py::gil_scoped_release release;
-      r = cuda::read_results(w, stream, want_masks);
+      r = cuda::read_results(w, stream, slots);
     }
-    return to_python(std::move(r));
+    py::dict out = to_python(r);
+    const std::int64_t n = r.count, h = r.height, wd = r.width;
+    if (form == "host") {
+      py::array_t<std::uint8_t> masks({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(wd)});
+      void* dst = masks.mutable_data();
+      {
+        py::gil_scoped_release release;
+        cuda::copy_kept_masks(w, slots, dst, stream);
+      }
+      out["masks"] = masks;
+    } else {
+      auto device = std::make_shared<DeviceArray>(std::vector<std::int64_t>{n, h, wd}, DType::uint8, false);
+      {
+        py::gil_scoped_release release;
+        cuda::copy_kept_masks(w, slots, device->device_pointer(), stream);
+      }
+      if (form == "device") {
+        out["masks"] = device;
+      } else {
+        const std::int64_t packed_width = (wd + 7) / 8;
+        DeviceArray packed({n, h, packed_width}, DType::uint8, false);
+        py::array_t<std::uint8_t> host({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
+                                        static_cast<py::ssize_t>(packed_width)});
+        void* dst = host.mutable_data();
+        {
+          py::gil_scoped_release release;
+          cuda::pack_masks(device->view(), packed.view(), stream);
+          if (packed.nbytes() > 0)
+            M2F_CUDA_CHECK(cudaMemcpyAsync(dst, packed.device_pointer(), packed.nbytes(), cudaMemcpyDeviceToHost, stream));
+          M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+        }
+        out["masks_packed"] = host;
+        out["mask_shape"] = py::make_tuple(h, wd);
+      }
+    }
+    return out;
+  };
+  auto check_form = [](const std::string& form) {
+    // --- types
+    if (form != "host" && form != "device" && form != "packed")
+      throw py::value_error("argument 'masks_to': expected 'host', 'device' or 'packed', got '" + form + "'");
   };
 
   g.def(
       "postprocess_deployable",
-      [post_common](const py::object& masks, const py::object& scores, const py::object& classes,
-                    const ResizeTransform& transform, float score_threshold, int max_instances,
-                    const py::object& stream_obj) {
+      [post_common, check_form](const py::object& masks, const py::object& scores, const py::object& classes,
+                                const ResizeTransform& transform, float score_threshold, int max_instances,
+                                const py::object& stream_obj, const std::string& masks_to) {
+        check_form(masks_to);
         cudaStream_t stream = stream_from(stream_obj);
         BorrowedView m = device_input(masks, "masks", stream);
         BorrowedView s = device_input(scores, "scores", stream);
@@ -299,18 +340,22 @@ void bind_cuda(py::module_& g) {
           py::gil_scoped_release release;
           cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, w, stream);
         }
-        return post_common(w, stream, true);
+        return post_common(w, stream, masks_to);
       },
       py::arg("masks"), py::arg("scores"), py::arg("classes"), py::arg("transform"), py::kw_only(),
       py::arg("score_threshold") = 0.5f, py::arg("max_instances") = 100, py::arg("stream") = py::none(),
+      py::arg("masks_to") = "host",
       "GPU twin of _core.postprocess_deployable: inputs stay on the GPU (a numpy input is copied there);\n"
-      "only the kept instances' frame masks and their small arrays are copied back, into new numpy arrays.");
+      "only the kept instances' frame masks and their small arrays are copied back, into new arrays.\n"
+      "masks_to: 'host' (numpy masks), 'packed' (numpy masks_packed, 8 pixels a byte) or 'device'\n"
+      "(masks as a DeviceArray left on the GPU).");
 
   g.def(
       "postprocess_raw",
-      [post_common](const py::object& class_logits, const py::object& mask_logits, const ResizeTransform& transform,
-                    int no_object_index, int topk, float score_threshold, int max_instances,
-                    const py::object& stream_obj) {
+      [post_common, check_form](const py::object& class_logits, const py::object& mask_logits,
+                                const ResizeTransform& transform, int no_object_index, int topk, float score_threshold,
+                                int max_instances, const py::object& stream_obj, const std::string& masks_to) {
+        check_form(masks_to);
         cudaStream_t stream = stream_from(stream_obj);
         BorrowedView cl = device_input(class_logits, "class_logits", stream);
         BorrowedView ml = device_input(mask_logits, "mask_logits", stream);
@@ -325,13 +370,14 @@ void bind_cuda(py::module_& g) {
           py::gil_scoped_release release;
           cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, w, stream);
         }
-        return post_common(w, stream, true);
+        return post_common(w, stream, masks_to);
       },
       py::arg("class_logits"), py::arg("mask_logits"), py::arg("transform"), py::kw_only(),
       py::arg("no_object_index") = 0, py::arg("topk") = 100, py::arg("score_threshold") = 0.5f,
-      py::arg("max_instances") = 100, py::arg("stream") = py::none(),
+      py::arg("max_instances") = 100, py::arg("stream") = py::none(), py::arg("masks_to") = "host",
       "GPU twin of _core.postprocess_raw: softmax, top-k over Q*C, fused upsample + sigmoid-sum scoring\n"
-      "and the frame masks of the kept instances, all on the GPU; results copied into new numpy arrays.");
+      "and the frame masks of the kept instances, all on the GPU; results copied into new arrays\n"
+      "(masks_to as in postprocess_deployable).");
 
   g.def(
       "instance_map",

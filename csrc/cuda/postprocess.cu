@@ -400,6 +400,7 @@ void enqueue_postprocess_deployable(const TensorView& masks, const TensorView& s
 
   const int k = static_cast<int>(masks.shape[0]);
   const int limit = std::min(k, options.max_instances);
+  require(limit <= 65535, "masks: at most 65535 instances per image are kept on the GPU");
   prepare(w, transform, limit, k, stream);
   int* counters = w.counters.as<int>();
   if (k > 0) {
@@ -436,7 +437,7 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
   require(no_object >= 0 && no_object <= classes,
           "no_object_index: must be in [-" + std::to_string(classes + 1) + ", " + std::to_string(classes) + "], got " +
               std::to_string(raw.no_object_index));
-  require(raw.topk >= 0, "topk: must be >= 0");
+  require(raw.topk >= 1 && raw.topk <= 65535, "topk: must be in [1, 65535], got " + std::to_string(raw.topk));
   require(options.max_instances >= 0, "max_instances: must be >= 0");
   // --- device
   require_gpu(class_logits, "class_logits");
@@ -498,26 +499,27 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
   }
 }
 
-FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream, bool want_masks) {
+FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream, std::vector<int>& slots) {
   const int limit = w.limit;
-  const std::size_t slots = static_cast<std::size_t>(limit > 0 ? limit : 1);
+  const std::size_t capacity = static_cast<std::size_t>(limit > 0 ? limit : 1);
   char* host = static_cast<char*>(w.host_stats.data());
   int* counters = reinterpret_cast<int*>(host);
   auto* stats = reinterpret_cast<InstanceStats*>(host + 4 * sizeof(int));
-  auto* picked = reinterpret_cast<Picked*>(host + 4 * sizeof(int) + slots * sizeof(InstanceStats));
+  auto* picked = reinterpret_cast<Picked*>(host + 4 * sizeof(int) + capacity * sizeof(InstanceStats));
   M2F_CUDA_CHECK(cudaMemcpyAsync(counters, w.counters.data(), 4 * sizeof(int), cudaMemcpyDeviceToHost, stream));
-  M2F_CUDA_CHECK(cudaMemcpyAsync(stats, w.stats.data(), slots * sizeof(InstanceStats), cudaMemcpyDeviceToHost, stream));
-  M2F_CUDA_CHECK(cudaMemcpyAsync(picked, w.picked.data(), slots * sizeof(Picked), cudaMemcpyDeviceToHost, stream));
+  M2F_CUDA_CHECK(
+      cudaMemcpyAsync(stats, w.stats.data(), capacity * sizeof(InstanceStats), cudaMemcpyDeviceToHost, stream));
+  M2F_CUDA_CHECK(cudaMemcpyAsync(picked, w.picked.data(), capacity * sizeof(Picked), cudaMemcpyDeviceToHost, stream));
   M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
 
   const int kept = std::min(counters[w.kept_counter], limit);
   FrameInstances result;
   result.height = w.frame_height;
   result.width = w.frame_width;
-  std::vector<int> slots_kept;
+  slots.clear();
   for (int n = 0; n < kept; ++n) {
     if (stats[n].area == 0) continue;  // came out empty at the frame size
-    slots_kept.push_back(n);
+    slots.push_back(n);
     result.scores.push_back(picked[n].score);
     result.labels.push_back(picked[n].label);
     result.query_indices.push_back(picked[n].query);
@@ -527,23 +529,24 @@ FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream, bool w
     result.boxes.push_back(static_cast<float>(stats[n].x_max + 1));
     result.boxes.push_back(static_cast<float>(stats[n].y_max + 1));
   }
-  result.count = static_cast<std::int64_t>(slots_kept.size());
-  if (want_masks) {
-    const std::size_t plane = static_cast<std::size_t>(w.frame_height) * static_cast<std::size_t>(w.frame_width);
-    result.masks.reset(new std::uint8_t[std::max<std::size_t>(1, slots_kept.size() * plane)]);
-    // Consecutive kept slots are copied in one go (the usual case: nothing dropped).
-    std::size_t i = 0;
-    while (i < slots_kept.size()) {
-      std::size_t j = i + 1;
-      while (j < slots_kept.size() && slots_kept[j] == slots_kept[j - 1] + 1) ++j;
-      M2F_CUDA_CHECK(cudaMemcpyAsync(result.masks.get() + i * plane,
-                                     w.masks.as<unsigned char>() + static_cast<std::size_t>(slots_kept[i]) * plane,
-                                     (j - i) * plane, cudaMemcpyDeviceToHost, stream));
-      i = j;
-    }
-    M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
+  result.count = static_cast<std::int64_t>(slots.size());
   return result;
+}
+
+void copy_kept_masks(const PostprocessWorkspace& w, const std::vector<int>& slots, void* dst, cudaStream_t stream) {
+  const std::size_t plane = static_cast<std::size_t>(w.frame_height) * static_cast<std::size_t>(w.frame_width);
+  auto* out = static_cast<unsigned char*>(dst);
+  // Consecutive slots go in one copy (the usual case: no mask came out empty).
+  std::size_t i = 0;
+  while (i < slots.size()) {
+    std::size_t j = i + 1;
+    while (j < slots.size() && slots[j] == slots[j - 1] + 1) ++j;
+    M2F_CUDA_CHECK(cudaMemcpyAsync(out + i * plane,
+                                   w.masks.as<unsigned char>() + static_cast<std::size_t>(slots[i]) * plane,
+                                   (j - i) * plane, cudaMemcpyDefault, stream));
+    i = j;
+  }
+  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void instance_map(const TensorView& masks, const TensorView& out, cudaStream_t stream) {

@@ -54,10 +54,15 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
                              const ResizeTransform& transform, const RawHeadOptions& raw,
                              const SelectionOptions& options, PostprocessWorkspace& workspace, cudaStream_t stream);
 
-// Waits for the stream and copies what the user gets: the frame masks (only those of the kept,
-// non-empty instances) into host memory owned by the result. Set want_masks false to copy only the
-// small arrays (then FrameInstances::masks stays empty).
-FrameInstances read_results(PostprocessWorkspace& workspace, cudaStream_t stream, bool want_masks = true);
+// Waits for the stream and returns the small per-instance arrays of the kept, non-empty instances
+// (FrameInstances::masks stays empty) and, in `slots`, where each one's frame mask sits in the
+// workspace. Then copy_kept_masks brings exactly those masks wherever the caller wants them.
+FrameInstances read_results(PostprocessWorkspace& workspace, cudaStream_t stream, std::vector<int>& slots);
+
+// Copies the frame masks of `slots` (from read_results), in order, to dst: host memory (pageable
+// or pinned) or device memory alike (unified addressing), count * H * W bytes. Synchronous.
+void copy_kept_masks(const PostprocessWorkspace& workspace, const std::vector<int>& slots, void* dst,
+                     cudaStream_t stream);
 
 // masks (N, H, W) uint8/bool on the device, out (H, W) int32 C-contiguous on the device.
 void instance_map(const TensorView& masks, const TensorView& out, cudaStream_t stream);
