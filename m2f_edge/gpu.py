@@ -99,97 +99,73 @@ Stream = getattr(_gpu, "Stream", None)
 
 
 class GpuPipeline:
-    """Preprocess -> TensorRT -> post-process with every intermediate on the GPU.
+    """Preprocess -> TensorRT -> post-process with every intermediate on the GPU, in one C++ call
+    (_core.tensorrt.Pipeline).
 
-    backend: a TensorRTBackend. contract: "deployable" or "raw" (see DESIGN.md). The input tensor is
-    allocated once for the engine's largest batch (mapped memory on integrated GPUs) and reused; the
-    engine's outputs come from a pool that never hands out a buffer still held elsewhere; the results
-    are copied into new numpy arrays, so an Instances never changes when the next frame runs.
+    backend: a TensorRTBackend. contract: "deployable" or "raw" (see DESIGN.md). output_map: the
+    engine's names for the contract outputs where they differ. Frames already on the GPU are read in
+    place; numpy frames are copied into a reusable frame buffer (mapped memory on Jetson, so the
+    copy is a CPU memcpy into memory the GPU reads directly; device memory elsewhere). Because the
+    buffers stay put, the second call with same-sized frames captures the whole pipeline in a CUDA
+    graph and later calls replay it (use_cuda_graph=False to stay eager). Results are copied into new
+    arrays (masks_to: "host", "packed" or "device"), so a result never changes when the next frame runs.
     """
 
     def __init__(self, backend, contract: str, *, resize: str = "stretch", color: str = "bgr",
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
                  score_threshold: float = 0.5, max_instances: int = 100, no_object_index: int = 0, topk: int = 100,
-                 output_map: Optional[Dict[str, str]] = None):
+                 output_map: Optional[Dict[str, str]] = None, use_cuda_graph: bool = True):
         require_gpu()
+        if not getattr(_core.tensorrt, "available", False):
+            raise ImportError(getattr(_core.tensorrt, "unavailable_reason", "m2f_edge was built without TensorRT"))
         if contract not in ("deployable", "raw"):
             raise ValueError("contract: expected 'deployable' or 'raw', got {!r}".format(contract))
         self.backend = backend
         self.contract = contract
-        self.resize = resize
-        self.color = color
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.score_threshold = float(score_threshold)
-        self.max_instances = int(max_instances)
-        self.no_object_index = int(no_object_index)
-        self.topk = int(topk)
-        self.outputs = dict(output_map or {})
         self.stream = Stream()
-        self._inputs = {}  # type: Dict[int, Any]
+        self._pipeline = _core.tensorrt.Pipeline(
+            backend._engine, contract, input=backend.input_name, outputs=dict(output_map or {}), color=color,
+            resize=resize, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+            score_threshold=float(score_threshold), max_instances=int(max_instances),
+            no_object_index=int(no_object_index), topk=int(topk), use_cuda_graph=use_cuda_graph)
         self._frames = {}  # type: Dict[Tuple[int, ...], Any]
 
-    def _input(self, batch: int):
-        if batch not in self._inputs:
-            _, _, h, w = self.backend.input_shape
-            self._inputs[batch] = DeviceArray((batch, 3, h, w), np.dtype(self.backend.input_dtype).name, "auto")
-        return self._inputs[batch]
+    @property
+    def cuda_graph_active(self) -> bool:
+        return bool(self._pipeline.cuda_graph_active)
 
-    def frame_buffer(self, height: int, width: int, channels: int = 3):
-        """A reusable frame buffer: on Jetson mapped memory (fill its .numpy() view, e.g. with
-        cv2.VideoCapture.read(image=view), and pass the buffer to run(): no copy at all); on a
-        discrete GPU device memory."""
-        key = (height, width, channels)
+    def frame_buffer(self, height: int, width: int, channels: int = 3, index: int = 0):
+        """The reusable frame buffer for batch position `index`: on Jetson mapped memory (fill its
+        .numpy() view, e.g. cv2.VideoCapture.read(image=view), and pass the buffer to run(): no copy
+        at all); on a discrete GPU device memory."""
+        key = (index, height, width, channels)
         if key not in self._frames:
-            self._frames[key] = DeviceArray(key, "uint8", "auto")
+            self._frames[key] = DeviceArray((height, width, channels), "uint8", "auto")
         return self._frames[key]
 
-    def _name(self, contract_name: str) -> str:
-        return self.outputs.get(contract_name, contract_name)
-
-    def run(self, frames: Sequence[Any]) -> List[Dict[str, np.ndarray]]:
-        """frames: GPU arrays or numpy arrays (numpy is copied to the GPU once). Returns one result
-        dict per frame, as _core.postprocess_* (masks at the frame size, scores, labels, boxes...)."""
-        frames = list(frames)
-        if not frames:
-            return []
-        tensor = self._input(len(frames))
-        transforms = _gpu.preprocess(frames, tensor, color=self.color, resize=self.resize, mean=self.mean,
-                                     std=self.std, stream=self.stream, synchronize=False)
-        outputs = self.backend.run_device(tensor, stream=self.stream.handle, synchronize=False)
-        results = []
-        for b, transform in enumerate(transforms):
-            if self.contract == "deployable":
-                masks, scores, classes = (_batch_item(outputs[self._name(n)], b)
-                                          for n in ("pred_masks", "pred_scores", "pred_classes"))
-                results.append(_gpu.postprocess_deployable(
-                    masks, scores, classes, transform, score_threshold=self.score_threshold,
-                    max_instances=self.max_instances, stream=self.stream))
+    def run(self, frames: Sequence[Any], masks_to: str = "host") -> List[Dict[str, Any]]:
+        """frames: GPU arrays or numpy (H, W, C) uint8 arrays. Returns one dict per frame with the
+        keys of _core.postprocess_* plus "transform"."""
+        staged = []
+        for i, frame in enumerate(frames):
+            if is_gpu_array(frame) or isinstance(frame, DeviceArray):
+                staged.append(frame)
+                continue
+            frame = np.asarray(frame)
+            if frame.ndim == 2:
+                frame = frame[:, :, None]
+            if frame.ndim != 3 or frame.dtype != np.uint8:
+                raise ValueError("frames[{}]: expected an (H, W, C) uint8 array, got {} {}".format(
+                    i, frame.dtype, frame.shape))
+            buffer = self.frame_buffer(frame.shape[0], frame.shape[1], frame.shape[2], index=i)
+            if buffer.mapped:
+                buffer.numpy()[...] = frame
             else:
-                logits, masks = (_batch_item(outputs[self._name(n)], b) for n in ("pred_logits", "pred_masks"))
-                results.append(_gpu.postprocess_raw(
-                    logits, masks, transform, no_object_index=self.no_object_index, topk=self.topk,
-                    score_threshold=self.score_threshold, max_instances=self.max_instances, stream=self.stream))
-        return results
-
-
-class _BatchItem:
-    """Item b of a C-contiguous GPU array, as a GPU array view (no copy)."""
-
-    def __init__(self, array: Any, b: int):
-        cai = dict(array.__cuda_array_interface__)
-        shape = tuple(cai["shape"])
-        itemsize = np.dtype(cai["typestr"]).itemsize
-        per_item = int(np.prod(shape[1:])) * itemsize
-        ptr, readonly = cai["data"]
-        self._owner = array  # keeps the memory alive
-        self.__cuda_array_interface__ = {"shape": shape[1:], "typestr": cai["typestr"],
-                                         "data": (int(ptr) + b * per_item, readonly), "strides": None,
-                                         "version": 3, "stream": None}
-
-
-def _batch_item(array: Any, b: int) -> Any:
-    return _BatchItem(array, b)
+                buffer.copy_from(frame)
+            staged.append(buffer)
+        if not staged:
+            return []
+        return list(self._pipeline.run(staged, stream=self.stream, masks_to=masks_to))
 
 
 __all__ = ["available", "built_with_cuda", "device_info", "require_gpu", "is_gpu_array", "stream_handle",

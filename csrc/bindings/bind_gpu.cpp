@@ -55,18 +55,6 @@ BorrowedView device_input(const py::handle& obj, const char* arg, cudaStream_t s
 
 std::vector<std::int64_t> shape_of(const TensorView& v) { return std::vector<std::int64_t>(v.shape.begin(), v.shape.begin() + v.ndim); }
 
-// The small arrays; the masks are added by the caller in the form asked for.
-py::dict to_python(const FrameInstances& r) {
-  const py::ssize_t n = static_cast<py::ssize_t>(r.count);
-  py::dict out;
-  out["scores"] = py::array_t<float>(n, r.scores.data());
-  out["labels"] = py::array_t<std::int64_t>(n, r.labels.data());
-  out["boxes"] = py::array_t<float>({n, static_cast<py::ssize_t>(4)}, r.boxes.data());
-  out["areas"] = py::array_t<std::int64_t>(n, r.areas.data());
-  out["query_indices"] = py::array_t<std::int64_t>(n, r.query_indices.data());
-  return out;
-}
-
 // One workspace per thread: calls from different threads never share scratch, and a call's
 // results are copied out before it returns, so the next frame cannot overwrite them.
 cuda::PostprocessWorkspace& thread_workspace() {
@@ -148,6 +136,26 @@ void bind_cuda(py::module_& g) {
           },
           "The host view of a mapped array (no copy; the array stays alive while the view does).")
       .def(
+          "copy_from",
+          [](DeviceArray& a, const py::array& host) {
+            py::array contiguous = py::array::ensure(host, py::array::c_style);
+            TensorView hv = view_of(contiguous, "array");
+            // --- types
+            if (hv.dtype != a.dtype())
+              throw py::type_error(std::string("argument 'array': expected dtype ") + dtype_name(a.dtype()) + ", got " +
+                                   dtype_name(hv.dtype));
+            // --- sizes
+            if (shape_of(hv) != a.shape())
+              throw py::value_error("argument 'array': expected shape " + shape_string(a.view()) + ", got " +
+                                    shape_string(hv));
+            if (a.nbytes() == 0) return;
+            const void* src = contiguous.data();
+            py::gil_scoped_release release;
+            M2F_CUDA_CHECK(cudaMemcpy(a.device_pointer(), src, a.nbytes(), cudaMemcpyDefault));
+          },
+          py::arg("array"),
+          "Copies a numpy array of the same shape and dtype in (a plain CPU copy for mapped memory).")
+      .def(
           "to_numpy",
           [](const DeviceArray& a) {
             std::vector<py::ssize_t> shape(a.shape().begin(), a.shape().end());
@@ -208,8 +216,6 @@ void bind_cuda(py::module_& g) {
         options.resize = parse_resize_mode(resize);
         options.mean = mean;
         options.stddev = stddev;
-        for (int c = 0; c < 3; ++c)
-          if (!(stddev[c] != 0.f)) throw py::value_error("argument 'std': values must be nonzero");
         // --- sizes: a list of frames, or one array (H, W), (H, W, C) or (B, H, W, C)
         std::vector<BorrowedView> borrowed;
         py::list items;
@@ -266,68 +272,13 @@ void bind_cuda(py::module_& g) {
       "any strides) or numpy arrays (copied to the GPU first); out: a GPU array (B, 3, H, W) float32/float16.\n"
       "Returns one ResizeTransform per frame.");
 
-  // Copies back what the user gets, in the form asked for:
-  //   "host"   masks (N, H, W) uint8 numpy: one device-to-host copy of the kept masks only;
-  //   "packed" masks_packed (N, H, ceil(W / 8)) uint8 numpy as numpy.packbits(axis=-1): 8x fewer bytes
-  //            cross to the host (np.unpackbits(..., axis=-1, count=W) restores the masks);
-  //   "device" masks as a DeviceArray (N, H, W) uint8 that stays on the GPU (a device-side copy).
-  // Every form is a fresh buffer: the next frame cannot overwrite it.
-  auto post_common = [](cuda::PostprocessWorkspace& w, cudaStream_t stream, const std::string& form) {
-    std::vector<int> slots;
-    FrameInstances r;
-    {
-      py::gil_scoped_release release;
-      r = cuda::read_results(w, stream, slots);
-    }
-    py::dict out = to_python(r);
-    const std::int64_t n = r.count, h = r.height, wd = r.width;
-    if (form == "host") {
-      py::array_t<std::uint8_t> masks({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(wd)});
-      void* dst = masks.mutable_data();
-      {
-        py::gil_scoped_release release;
-        cuda::copy_kept_masks(w, slots, dst, stream);
-      }
-      out["masks"] = masks;
-    } else {
-      auto device = std::make_shared<DeviceArray>(std::vector<std::int64_t>{n, h, wd}, DType::uint8, false);
-      {
-        py::gil_scoped_release release;
-        cuda::copy_kept_masks(w, slots, device->device_pointer(), stream);
-      }
-      if (form == "device") {
-        out["masks"] = device;
-      } else {
-        const std::int64_t packed_width = (wd + 7) / 8;
-        DeviceArray packed({n, h, packed_width}, DType::uint8, false);
-        py::array_t<std::uint8_t> host({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                        static_cast<py::ssize_t>(packed_width)});
-        void* dst = host.mutable_data();
-        {
-          py::gil_scoped_release release;
-          cuda::pack_masks(device->view(), packed.view(), stream);
-          if (packed.nbytes() > 0)
-            M2F_CUDA_CHECK(cudaMemcpyAsync(dst, packed.device_pointer(), packed.nbytes(), cudaMemcpyDeviceToHost, stream));
-          M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
-        }
-        out["masks_packed"] = host;
-        out["mask_shape"] = py::make_tuple(h, wd);
-      }
-    }
-    return out;
-  };
-  auto check_form = [](const std::string& form) {
-    // --- types
-    if (form != "host" && form != "device" && form != "packed")
-      throw py::value_error("argument 'masks_to': expected 'host', 'device' or 'packed', got '" + form + "'");
-  };
 
   g.def(
       "postprocess_deployable",
-      [post_common, check_form](const py::object& masks, const py::object& scores, const py::object& classes,
+      [](const py::object& masks, const py::object& scores, const py::object& classes,
                                 const ResizeTransform& transform, float score_threshold, int max_instances,
                                 const py::object& stream_obj, const std::string& masks_to) {
-        check_form(masks_to);
+        check_masks_to(masks_to);
         cudaStream_t stream = stream_from(stream_obj);
         BorrowedView m = device_input(masks, "masks", stream);
         BorrowedView s = device_input(scores, "scores", stream);
@@ -340,7 +291,7 @@ void bind_cuda(py::module_& g) {
           py::gil_scoped_release release;
           cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, w, stream);
         }
-        return post_common(w, stream, masks_to);
+        return results_to_python(w, stream, masks_to);
       },
       py::arg("masks"), py::arg("scores"), py::arg("classes"), py::arg("transform"), py::kw_only(),
       py::arg("score_threshold") = 0.5f, py::arg("max_instances") = 100, py::arg("stream") = py::none(),
@@ -352,10 +303,10 @@ void bind_cuda(py::module_& g) {
 
   g.def(
       "postprocess_raw",
-      [post_common, check_form](const py::object& class_logits, const py::object& mask_logits,
+      [](const py::object& class_logits, const py::object& mask_logits,
                                 const ResizeTransform& transform, int no_object_index, int topk, float score_threshold,
                                 int max_instances, const py::object& stream_obj, const std::string& masks_to) {
-        check_form(masks_to);
+        check_masks_to(masks_to);
         cudaStream_t stream = stream_from(stream_obj);
         BorrowedView cl = device_input(class_logits, "class_logits", stream);
         BorrowedView ml = device_input(mask_logits, "mask_logits", stream);
@@ -370,7 +321,7 @@ void bind_cuda(py::module_& g) {
           py::gil_scoped_release release;
           cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, w, stream);
         }
-        return post_common(w, stream, masks_to);
+        return results_to_python(w, stream, masks_to);
       },
       py::arg("class_logits"), py::arg("mask_logits"), py::arg("transform"), py::kw_only(),
       py::arg("no_object_index") = 0, py::arg("topk") = 100, py::arg("score_threshold") = 0.5f,

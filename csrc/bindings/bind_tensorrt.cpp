@@ -13,6 +13,7 @@
 #ifdef M2F_WITH_TENSORRT
 #include "bindings/array_view.hpp"
 #include "bindings/cuda_array.hpp"
+#include "tensorrt/trt_pipeline.hpp"
 #include "tensorrt/trt_runner.hpp"
 #endif
 
@@ -177,6 +178,82 @@ void bind_engine(py::module_& t) {
           "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).")
       .def("take_log", [](Engine& e) { return e.runner().take_log(); },
            "TensorRT's warnings and errors since the last call.");
+
+  py::class_<trt::Pipeline>(
+      t, "Pipeline",
+      "Frames on the GPU -> preprocess -> engine -> post-process without leaving the device. With\n"
+      "use_cuda_graph, a second call with the same frame buffers captures all three stages in one CUDA\n"
+      "graph and later calls replay it (falls back to eager launches where capture fails). outputs maps\n"
+      "the contract names (pred_masks, pred_scores, pred_classes | pred_logits, pred_masks) to the\n"
+      "engine's output names. The engine's own buffers are reused; results are copied out (masks_to).")
+      .def(py::init([](Engine& engine, const std::string& contract, const std::string& input, const py::dict& outputs,
+                       const std::string& color, const std::string& resize, std::array<float, 3> mean,
+                       std::array<float, 3> stddev, float score_threshold, int max_instances, int no_object_index,
+                       int topk, bool use_cuda_graph) {
+             // --- types
+             trt::PipelineOptions o;
+             if (contract != "deployable" && contract != "raw")
+               throw py::value_error("argument 'contract': expected 'deployable' or 'raw', got '" + contract + "'");
+             o.raw_head = contract == "raw";
+             auto name = [&](const char* key) {
+               return outputs.contains(key) ? outputs[key].cast<std::string>() : std::string(key);
+             };
+             o.input = input;
+             o.masks = name("pred_masks");
+             o.scores = name("pred_scores");
+             o.classes = name("pred_classes");
+             o.class_logits = name("pred_logits");
+             o.mask_logits = name("pred_masks");
+             o.preprocess.color = parse_color_order(color);
+             o.preprocess.resize = parse_resize_mode(resize);
+             o.preprocess.mean = mean;
+             o.preprocess.stddev = stddev;
+             o.selection.score_threshold = score_threshold;
+             o.selection.max_instances = max_instances;
+             o.raw.no_object_index = no_object_index;
+             o.raw.topk = topk;
+             o.use_cuda_graph = use_cuda_graph;
+             return new trt::Pipeline(engine.runner(), o);
+           }),
+           py::arg("engine"), py::arg("contract"), py::kw_only(), py::arg("input"), py::arg("outputs") = py::dict(),
+           py::arg("color") = "bgr", py::arg("resize") = "stretch",
+           py::arg("mean") = std::array<float, 3>{0.485f, 0.456f, 0.406f},
+           py::arg("std") = std::array<float, 3>{0.229f, 0.224f, 0.225f}, py::arg("score_threshold") = 0.5f,
+           py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
+           py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
+      .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def(
+          "run",
+          [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {
+            check_masks_to(masks_to);
+            cudaStream_t stream = stream_handle(stream_obj);
+            py::list items;
+            if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames))
+              items = py::list(frames);
+            else
+              items.append(frames);
+            std::vector<BorrowedView> borrowed;
+            std::vector<TensorView> views;
+            for (std::size_t i = 0; i < items.size(); ++i) {
+              // --- device: frames must already be on the GPU (DeviceArray, mapped memory, CuPy, ...)
+              borrowed.push_back(gpu_view_of(items[i], "frames", stream));
+              views.push_back(borrowed.back().view);
+            }
+            std::vector<ResizeTransform> transforms;
+            {
+              py::gil_scoped_release release;
+              transforms = p.run(views, stream);
+            }
+            py::list results;
+            for (std::size_t b = 0; b < transforms.size(); ++b) {
+              py::dict r = results_to_python(p.workspace(b), stream, masks_to);
+              r["transform"] = py::cast(transforms[b]);
+              results.append(r);
+            }
+            return results;
+          },
+          py::arg("frames"), py::kw_only(), py::arg("stream") = py::none(), py::arg("masks_to") = "host",
+          "Runs the frames ((H, W, C) uint8 GPU arrays) through; one result dict per frame.");
 }
 
 #else

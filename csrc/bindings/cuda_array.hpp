@@ -13,6 +13,7 @@
 
 #include "bindings/array_view.hpp"
 #include "m2f/cuda/buffers.hpp"
+#include "m2f/cuda/ops.hpp"
 #include "m2f/tensor_view.hpp"
 
 namespace m2f::bind {
@@ -53,6 +54,15 @@ bool is_gpu_array(const py::handle& obj);
 BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t stream);
 
 py::dict cuda_array_interface(const DeviceArray& array);
+
+// The result dict of a GPU post-processing call (same keys as the CPU functions). masks_to:
+//   "host"   masks (N, H, W) uint8 numpy: one device-to-host copy of the kept masks only;
+//   "packed" masks_packed (N, H, ceil(W / 8)) uint8 numpy as numpy.packbits(axis=-1), and mask_shape:
+//            8x fewer bytes cross to the host (np.unpackbits(..., axis=-1, count=W) restores them);
+//   "device" masks as a DeviceArray (N, H, W) uint8 that stays on the GPU (a device-side copy).
+// Every form is a fresh buffer: the next frame cannot overwrite it. Waits for `stream`.
+py::dict results_to_python(cuda::PostprocessWorkspace& workspace, cudaStream_t stream, const std::string& masks_to);
+void check_masks_to(const std::string& masks_to);
 std::string typestr_of(DType dtype);
 
 }  // namespace m2f::bind

@@ -2,6 +2,7 @@
 // network pixel writing its three planes.
 #include <cuda_fp16.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -95,6 +96,9 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
                                 std::to_string(frames.size()) + " frames");
   // --- device
   if (out.device != Device::cuda) throw std::invalid_argument("out: expected GPU memory");
+  for (int c = 0; c < 3; ++c)
+    if (!(options.stddev[c] != 0.f) || !std::isfinite(options.stddev[c]) || !std::isfinite(options.mean[c]))
+      throw std::invalid_argument("std: values must be finite and nonzero, and mean finite");
 
   const int net_h = static_cast<int>(out.shape[2]), net_w = static_cast<int>(out.shape[3]);
   const int channels = color_channels(options.color);

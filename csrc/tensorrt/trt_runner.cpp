@@ -263,6 +263,11 @@ void Runner::enqueue(cudaStream_t stream) {
   im.graph_exec.launch(stream);
 }
 
+void Runner::enqueue_eager(cudaStream_t stream) {
+  if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
+  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+}
+
 bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }
 
 std::string Runner::take_log() {

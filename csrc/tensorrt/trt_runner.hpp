@@ -57,6 +57,8 @@ class Runner {
   // enqueueV3 for good.
   void enqueue(cudaStream_t stream);
   void set_use_cuda_graph(bool use) noexcept { use_graph_ = use; }
+  // enqueueV3 and nothing else: for callers that capture a larger graph themselves.
+  void enqueue_eager(cudaStream_t stream);
   bool graph_active() const noexcept;
   // The TensorRT log lines of warning level and above seen since the last call.
   std::string take_log();
