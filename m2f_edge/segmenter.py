@@ -75,6 +75,9 @@ class Segmenter:
     ("deployable" | "raw"), class_names, category_ids, backend (with .name), and the settings above
     (score_threshold, max_instances, resize, color, mean, std, no_object_index, topk; they may be changed
     between calls).
+
+    The stages preprocess / infer / postprocess may run at the same time in different threads (a
+    pipeline): each call works on its own buffers.
     """
 
     def __init__(self, model, *, backend: str = "auto", score_threshold: Optional[float] = None,

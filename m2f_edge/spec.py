@@ -186,9 +186,23 @@ def find_sidecar(model_path) -> Optional[str]:
 
 
 def load_sidecar(model_path) -> Spec:
-    """The sidecar next to a model as a Spec (empty when there is none)."""
+    """The sidecar next to a model as a Spec (empty when there is none).
+
+    A TensorRT engine loses its ONNX's metadata; an engine-cache record `<engine>.json` that carries it
+    under "model_metadata" ({"m2f_edge.no_object_index": "-1", ...}) fills in below the sidecar.
+    """
     found = find_sidecar(model_path)
-    return load_spec(found) if found else Spec()
+    spec = load_spec(found) if found else Spec()
+    record_path = os.fspath(model_path) + ".json"
+    if record_path != found and os.path.isfile(record_path):
+        try:
+            with open(record_path, "r", encoding="utf-8") as handle:
+                record = json.load(handle)
+        except ValueError:
+            record = None
+        if isinstance(record, Mapping) and isinstance(record.get("model_metadata"), Mapping):
+            spec = spec.over(from_metadata(record["model_metadata"], record_path))
+    return spec
 
 
 def from_metadata(metadata: Mapping[str, str], source: str = "model metadata") -> Spec:

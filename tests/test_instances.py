@@ -174,3 +174,14 @@ def test_constructor_checks():
         Instances(masks, [1, 1], [0, 0], np.zeros((2, 3)))
     inst = Instances(masks.astype(bool), [0.5, 0.4], [0, 3], np.zeros((2, 4)))
     assert list(inst.areas) == [0, 0] and inst.class_names == ["class_0", "class_3"]
+
+
+def test_pickle_round_trip(segmented):
+    import pickle
+
+    inst, _ = segmented
+    copy = pickle.loads(pickle.dumps(inst))
+    np.testing.assert_array_equal(copy.masks, inst.masks)
+    np.testing.assert_array_equal(copy.boxes, inst.boxes)
+    assert copy.class_names == inst.class_names and copy.image_size == inst.image_size
+    np.testing.assert_array_equal(copy.instance_map, inst.instance_map)

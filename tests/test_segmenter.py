@@ -18,7 +18,7 @@ from m2f_edge.backends import UnsupportedModelError
 EXPECTED = [("red", 0.9, 0), ("green", 0.8, 1), ("blue", 0.7, 2)]
 
 
-def check_instances(inst, shapes, num_classes, contract, min_iou=0.9):
+def check_instances(inst, shapes, num_classes, contract, min_iou=0.9, score_atol=1e-6):
     assert isinstance(inst, Instances)
     assert len(inst) == 3, inst
     assert inst.image_size == next(iter(shapes.values())).shape
@@ -29,7 +29,7 @@ def check_instances(inst, shapes, num_classes, contract, min_iou=0.9):
         assert iou > min_iou, "{} mask IoU {:.3f}".format(color, iou)
         assert inst.labels[i] == (label3 if num_classes == 3 else 0)
         if contract == "deployable":
-            assert inst.scores[i] == pytest.approx(score, abs=1e-6)
+            assert inst.scores[i] == pytest.approx(score, abs=score_atol)
         else:  # mask-quality factor of the raw head: sigmoid mean inside the mask, close to 1 here
             assert score * 0.85 < inst.scores[i] <= score + 1e-6
         ys, xs = np.nonzero(inst.masks[i])
@@ -209,6 +209,36 @@ def test_float16_input(tmp_path, tiny_model):
     assert prepared.tensor.dtype == np.float16
     frame, shapes = make_test_frame()
     check_instances(seg.run(frame), shapes, 3, "raw")
+
+
+def _float16_outputs_model(src, dst, names):
+    """The tiny model with the named float outputs cast to float16 (as an FP16 engine returns them)."""
+    model = onnx.load(src)
+    graph = model.graph
+    for output in graph.output:
+        if output.name in names:
+            for node in graph.node:
+                for i, name in enumerate(node.output):
+                    if name == output.name:
+                        node.output[i] = output.name + "_f32"
+            graph.node.append(helper.make_node("Cast", [output.name + "_f32"], [output.name], to=TensorProto.FLOAT16))
+            output.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del graph.value_info[:]
+    onnx.save(model, dst)
+    return dst
+
+
+@pytest.mark.parametrize("contract, names", [("deployable", ["pred_masks", "pred_scores"]),
+                                             ("raw", ["pred_logits", "pred_masks"])])
+def test_float16_outputs(tmp_path, tiny_model, contract, names):
+    model = _float16_outputs_model(tiny_model(contract, num_classes=3), str(tmp_path / "fp16out.onnx"), names)
+    seg = Segmenter(model)
+    frame, shapes = make_test_frame()
+    outputs = seg.infer(seg.preprocess([frame]).tensor)
+    assert all(outputs[n].dtype == np.float16 for n in names)
+    inst = seg.run(frame)
+    assert inst.scores.dtype == np.float32
+    check_instances(inst, shapes, 3, contract, score_atol=1e-3)  # float16 scores: close, not exact
 
 
 def test_no_object_last(tiny_model):
@@ -401,6 +431,56 @@ def test_plugin_node_without_the_rewriter(tmp_path, monkeypatch, deployable_mode
         Segmenter(path)
 
 
+def _with_real_plugin(src, dst, domain="nvidia"):
+    """The tiny model with a MultiscaleDeformableAttnPlugin_TRT node of the real I/O (value, spatial_shapes,
+    level_start_index, sampling_locations, attention_weights) whose output, times zero, is added to the
+    input: the plugin must really run (after the rewrite) and must not change the answer."""
+    rng = np.random.default_rng(0)
+    levels, heads, dim, queries, points = [(4, 4), (2, 2)], 2, 4, 3, 2
+    total = sum(h * w for h, w in levels)
+    consts = {
+        "msda_value": rng.standard_normal((1, total, heads, dim)).astype(np.float32),
+        "msda_shapes": np.array(levels, np.int32),
+        "msda_starts": np.array([0, levels[0][0] * levels[0][1]], np.int32),
+        "msda_locations": rng.uniform(0, 1, (1, queries, heads, len(levels), points, 2)).astype(np.float32),
+        "msda_weights": np.full((1, queries, heads, len(levels), points), 0.25, np.float32),
+        "msda_zero": np.zeros((), np.float32),
+    }
+    model = onnx.load(src)
+    graph = model.graph
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == "inputs":
+                node.input[i] = "inputs_plus"
+    nodes = [helper.make_node("Constant", [], [k], value=onnx.numpy_helper.from_array(v, k + "_v"))
+             for k, v in consts.items()]
+    nodes += [
+        helper.make_node("MultiscaleDeformableAttnPlugin_TRT", ["msda_value", "msda_shapes", "msda_starts",
+                                                                 "msda_locations", "msda_weights"],
+                         ["msda_out"], domain=domain, name="msda"),
+        helper.make_node("ReduceSum", ["msda_out"], ["msda_sum"], keepdims=0),
+        helper.make_node("Mul", ["msda_sum", "msda_zero"], ["msda_nothing"]),
+        helper.make_node("Add", ["inputs", "msda_nothing"], ["inputs_plus"]),
+    ]
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+    model.opset_import.append(helper.make_opsetid(domain, 1))
+    del graph.value_info[:]
+    onnx.save(model, dst)
+    return dst
+
+
+def test_real_plugin_rewrite(tmp_path, caplog, deployable_model_3):
+    """With m2f_edge.models.portable present (helper "models"), a model holding the plugin runs as is."""
+    pytest.importorskip("m2f_edge.models.portable")
+    path = _with_real_plugin(deployable_model_3, str(tmp_path / "msda.onnx"))
+    with caplog.at_level(logging.INFO, logger="m2f_edge"):
+        seg = Segmenter(path)
+    assert "rewrote 1 MultiscaleDeformableAttnPlugin_TRT" in caplog.text
+    frame, shapes = make_test_frame()
+    check_instances(seg.run(frame), shapes, 3, "deployable")
+
+
 def test_engine_without_tensorrt(tmp_path, monkeypatch):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 16)
@@ -411,8 +491,37 @@ def test_engine_without_tensorrt(tmp_path, monkeypatch):
         Segmenter(str(tmp_path / "model.engine"), backend="onnxruntime")  # wrong pairing is explained
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"")
-    with pytest.raises(ValueError, match="m2f-edge build"):
+    with pytest.raises(ImportError, match="TensorRT.*backend='onnxruntime'"):
         Segmenter(str(onnx_path), backend="tensorrt")
+
+
+def test_tensorrt_from_onnx_keeps_the_onnx_metadata(monkeypatch, tiny_model):
+    """backend='tensorrt' with an .onnx asks the TensorRT backend for a (cached) engine; the engine lacks the
+    ONNX's metadata, so the Segmenter reads it from the ONNX. A stand-in TensorRT backend runs ONNX Runtime."""
+    from m2f_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    model = tiny_model("raw", num_classes=3, no_object_index=-1)
+    built = []
+
+    class StandInTensorRT(object):
+        @classmethod
+        def from_onnx(cls, path):
+            built.append(path)
+            backend = OnnxRuntimeBackend(path)
+            backend.name, backend.metadata = "tensorrt", {}
+            return backend
+
+    fake = type(sys)("m2f_edge.backends.tensorrt")
+    fake.TensorRTBackend = StandInTensorRT
+    monkeypatch.setitem(sys.modules, "m2f_edge.backends.tensorrt", fake)
+    seg = Segmenter(model, backend="tensorrt")
+    assert built == [model] and seg.backend.name == "tensorrt"
+    assert seg.no_object_index == -1  # from the ONNX's metadata
+    frame, shapes = make_test_frame()
+    check_instances(seg.run(frame), shapes, 3, "raw")
+    del StandInTensorRT.from_onnx  # a TensorRT backend that cannot build: explained
+    with pytest.raises(ValueError, match="m2f-edge build"):
+        Segmenter(model, backend="tensorrt")
 
 
 def test_backend_object_and_repr(deployable_model):
@@ -429,6 +538,9 @@ def test_backend_object_and_repr(deployable_model):
     assert "deployable" in text and "64x96" in text and "onnxruntime" in text
     with pytest.raises(ValueError, match="tensor"):
         backend.run(np.zeros((1, 3, 32, 32), np.float32))
+    import pathlib
+
+    assert Segmenter(pathlib.Path(deployable_model)).model_path == deployable_model
     with Segmenter(deployable_model) as closing:
         closing.run(frame)
     with pytest.raises(RuntimeError, match="closed"):

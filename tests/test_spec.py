@@ -222,3 +222,18 @@ def test_segmenter_mean_std_and_defaults(tmp_path, deployable_model):
 def test_bad_spec_fails_before_loading_the_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         Segmenter(str(tmp_path / "no_model.onnx"), spec=str(tmp_path / "missing.yaml"))
+
+
+def test_engine_record_carries_the_onnx_metadata(tmp_path):
+    engine = tmp_path / "raw.engine"
+    engine.write_bytes(b"")
+    record = {"format": 1, "metadata": {"precision": "fp16"},
+              "model_metadata": {"m2f_edge.no_object_index": "-1", "m2f_edge.class_names": "[\"a\", \"b\"]"}}
+    write(tmp_path / "raw.engine.json", json.dumps(record))
+    from m2f_edge.spec import load_sidecar
+
+    spec = load_sidecar(str(engine))
+    assert spec.no_object_index == -1 and spec.class_names == ["a", "b"]
+    write(tmp_path / "raw.json", json.dumps({"class_names": ["x", "y"]}))  # a user sidecar ranks above it
+    spec = load_sidecar(str(engine))
+    assert spec.no_object_index == -1 and spec.class_names == ["x", "y"]

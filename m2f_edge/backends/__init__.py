@@ -8,7 +8,8 @@ open_backend(model, backend=...) picks one from the model file and the backend n
     "onnxruntime-cpu"       ONNX Runtime, CPU provider only
     "onnxruntime-cuda"      ONNX Runtime, CUDA provider (falls back to the CPU per node)
     "onnxruntime-tensorrt"  ONNX Runtime, TensorRT provider (then CUDA, then CPU)
-    "tensorrt" / "trt"      a serialized TensorRT engine (build one with `m2f-edge build model.onnx`)
+    "tensorrt" / "trt"      a serialized TensorRT engine (build one with `m2f-edge build model.onnx`), or an
+                            .onnx, for which the TensorRT backend builds (first use) or reuses a cached engine
 """
 
 from __future__ import annotations
@@ -32,7 +33,44 @@ def _open_tensorrt(path: str, threads: int) -> Backend:
             "'{}' is a TensorRT engine, but the TensorRT backend cannot be loaded here ({}). It needs an NVIDIA GPU, "
             "TensorRT, and m2f_edge built with CUDA and TensorRT (see build_info()). The ONNX model runs anywhere "
             "with ONNX Runtime: Segmenter('model.onnx')".format(path, exc)) from exc
-    return TensorRTBackend(path)
+    try:
+        return TensorRTBackend(path)
+    except ImportError as exc:  # TensorRT or the core's runner missing at load time
+        raise ImportError("cannot run the TensorRT engine '{}': {}. The ONNX model runs anywhere with ONNX Runtime: "
+                          "Segmenter('model.onnx')".format(path, exc)) from exc
+
+
+def _open_tensorrt_from_onnx(path: str) -> Backend:
+    """An engine built from (first time) or cached for this ONNX by the TensorRT backend, carrying the ONNX's
+    metadata, which the engine itself does not keep."""
+    try:
+        from .tensorrt import TensorRTBackend
+    except ImportError as exc:
+        raise ImportError(
+            "backend 'tensorrt' needs TensorRT, an NVIDIA GPU and m2f_edge built with CUDA and TensorRT, and the "
+            "TensorRT backend cannot be loaded here ({}). Run '{}' with backend='onnxruntime' instead".format(
+                exc, path)) from exc
+    from_onnx = getattr(TensorRTBackend, "from_onnx", None)
+    if from_onnx is None:
+        raise ValueError("backend 'tensorrt' runs a serialized engine, and '{}' is an ONNX model: build the engine with "
+                         "`m2f-edge build {}`, or run the ONNX with backend='onnxruntime-tensorrt' or "
+                         "'onnxruntime'".format(path, path))
+    try:
+        engine = from_onnx(path)
+    except ImportError as exc:
+        raise ImportError("cannot build or load a TensorRT engine for '{}': {}. Run it with backend='onnxruntime' "
+                          "instead".format(path, exc)) from exc
+    if not engine.metadata:
+        engine.metadata = onnx_metadata(path)
+    return engine
+
+
+def onnx_metadata(path: str) -> dict:
+    """The metadata_props of an ONNX file (weights are not read)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return {entry.key: entry.value for entry in model.metadata_props}
 
 
 def open_backend(model: Union[str, os.PathLike], backend: str = "auto", *, providers=None,
@@ -60,9 +98,7 @@ def open_backend(model: Union[str, os.PathLike], backend: str = "auto", *, provi
         backend = "tensorrt" if is_engine else "onnxruntime"
     if backend in ("tensorrt", "trt"):
         if suffix in ONNX_SUFFIXES:
-            raise ValueError("backend 'tensorrt' runs a serialized engine, and '{}' is an ONNX model: build the engine "
-                             "with `m2f-edge build {}`, or run the ONNX with backend='onnxruntime-tensorrt' or "
-                             "'onnxruntime'".format(path, path))
+            return _open_tensorrt_from_onnx(path)
         return _open_tensorrt(path, threads)
     if is_engine:
         raise ValueError("backend '{}' runs ONNX models, and '{}' is a TensorRT engine: use backend='tensorrt' "
