@@ -165,10 +165,6 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
       info.opt_shape = to_vector(impl_->engine->getProfileShape(name, 0, nvinfer1::OptProfileSelector::kOPT));
       info.max_shape = to_vector(impl_->engine->getProfileShape(name, 0, nvinfer1::OptProfileSelector::kMAX));
     }
-    // Static inputs: the shape is known, tell the context once.
-    bool dynamic = false;
-    for (auto d : info.shape) dynamic = dynamic || d < 0;
-    if (info.is_input && !dynamic) set_input_shape(info.name, info.shape);
     tensors_.push_back(std::move(info));
   }
 }
@@ -186,10 +182,17 @@ const TensorInfo& Runner::tensor(const std::string& name) const {
 std::size_t Runner::device_memory_size() const { return engine_device_memory(*impl_->engine); }
 
 void Runner::set_input_shape(const std::string& name, const std::vector<std::int64_t>& shape) {
-  const TensorInfo* info = nullptr;
-  for (const auto& t : tensors_)
-    if (t.name == name) info = &t;
-  if (info && !info->min_shape.empty()) {
+  const TensorInfo* info = &tensor(name);
+  if (!info->is_input) throw std::invalid_argument("'" + name + "' is an output of the engine, not an input");
+  bool dynamic = false;
+  for (auto d : info->shape) dynamic = dynamic || d < 0;
+  if (!dynamic) {  // static input: nothing to tell TensorRT, only check
+    if (shape != info->shape)
+      throw std::invalid_argument("input '" + name + "': the engine takes shape " + shape_text(info->shape) +
+                                  ", got " + shape_text(shape));
+    return;
+  }
+  if (!info->min_shape.empty()) {
     bool fits = shape.size() == info->min_shape.size();
     for (std::size_t i = 0; fits && i < shape.size(); ++i)
       fits = shape[i] >= info->min_shape[i] && shape[i] <= info->max_shape[i];
