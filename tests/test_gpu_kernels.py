@@ -88,12 +88,13 @@ def test_preprocess_batch_strided_and_custom_normalisation():
     big = random_frame(rng, 1200, 2000, 4)
     # a cropped, channel-dropping, column-skipping view: strides (8000, 8, 1), an offset into the buffer
     view = big[100:1180, 10:1930:2, :3]
-    frames = [view, big[:720, :1280, 1:4]]
+    # plus a frame flipped upside down and left-right (negative strides) and one with the channels reversed
+    frames = [view, big[:720, :1280, 1:4], big[1199:479:-1, 1999:719:-1, :3], big[:600, :800, 2::-1]]
     mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.15)
-    cpu_out = np.empty((2, 3, 320, 480), np.float32)
+    cpu_out = np.empty((4, 3, 320, 480), np.float32)
     _core.preprocess([np.ascontiguousarray(f) for f in frames], cpu_out, color="bgr", resize="letterbox",
                      mean=mean, std=std)
-    dev_out = gpu.DeviceArray((2, 3, 320, 480), "float32")
+    dev_out = gpu.DeviceArray((4, 3, 320, 480), "float32")
     gpu.preprocess([strided_copy_on_device(f) for f in frames], dev_out, color="bgr", resize="letterbox", mean=mean,
                    std=std)
     compare_tensors(dev_out.to_numpy(), cpu_out)
