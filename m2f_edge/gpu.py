@@ -104,8 +104,9 @@ class GpuPipeline:
 
     backend: a TensorRTBackend. contract: "deployable" or "raw" (see DESIGN.md). output_map: the
     engine's names for the contract outputs where they differ. Frames already on the GPU are read in
-    place; numpy frames are copied into a reusable frame buffer (mapped memory on Jetson, so the
-    copy is a CPU memcpy into memory the GPU reads directly; device memory elsewhere). Because the
+    place; numpy frames are copied into a reusable frame buffer: on Jetson mapped memory (a CPU
+    memcpy into memory the GPU reads directly, no cudaMemcpy); on a discrete GPU device memory, filled
+    from pinned staging by an asynchronous copy on the pipeline's stream. Because the
     buffers stay put, the second call with same-sized frames captures the whole pipeline in a CUDA
     graph and later calls replay it (use_cuda_graph=False to stay eager). Results are copied into new
     arrays (masks_to: "host", "packed" or "device"), so a result never changes when the next frame runs.
@@ -143,6 +144,12 @@ class GpuPipeline:
             self._frames[key] = DeviceArray((height, width, channels), "uint8", "auto")
         return self._frames[key]
 
+    def _staging_buffer(self, shape: Tuple[int, ...]):
+        key = ("staging",) + tuple(shape)
+        if key not in self._frames:
+            self._frames[key] = DeviceArray(tuple(shape), "uint8", "mapped")  # page-locked host memory
+        return self._frames[key]
+
     def run(self, frames: Sequence[Any], masks_to: str = "host") -> List[Dict[str, Any]]:
         """frames: GPU arrays or numpy (H, W, C) uint8 arrays. Returns one dict per frame with the
         keys of _core.postprocess_* plus "transform"."""
@@ -159,9 +166,13 @@ class GpuPipeline:
                     i, frame.dtype, frame.shape))
             buffer = self.frame_buffer(frame.shape[0], frame.shape[1], frame.shape[2], index=i)
             if buffer.mapped:
-                buffer.numpy()[...] = frame
+                buffer.numpy()[...] = frame  # Jetson: the GPU reads these very bytes
             else:
-                buffer.copy_from(frame)
+                # discrete GPU: into pinned staging (a CPU copy), then an async DMA on the pipeline's stream;
+                # the previous run() has waited for its own copy, so the staging buffer is free again
+                staging = self._staging_buffer(buffer.shape)
+                staging.numpy()[...] = frame
+                _gpu.copy(buffer, staging, stream=self.stream, synchronize=False)
             staged.append(buffer)
         if not staged:
             return []

@@ -199,11 +199,12 @@ void bind_cuda(py::module_& g) {
             bytes != static_cast<std::size_t>(d.view.numel()) * dtype_size(d.view.dtype))
           throw py::value_error("copy: 'dst' and 'src' must be C-contiguous with the same number of bytes");
         py::gil_scoped_release release;
-        M2F_CUDA_CHECK(cudaMemcpyAsync(d.view.data, s.view.data, bytes, cudaMemcpyDeviceToDevice, stream));
+        M2F_CUDA_CHECK(cudaMemcpyAsync(d.view.data, s.view.data, bytes, cudaMemcpyDefault, stream));
         if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
       },
       py::arg("dst"), py::arg("src"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
-      "Device-to-device copy between contiguous GPU arrays (the copy-bandwidth yardstick of the benchmarks).");
+      "Asynchronous copy between contiguous GPU arrays or mapped host buffers (DeviceArray memory='mapped'\n"
+      "is pinned: a copy from it is a true async DMA). Also the copy-bandwidth yardstick of the benchmarks.");
 
   g.def(
       "preprocess",
