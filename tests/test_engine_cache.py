@@ -398,3 +398,206 @@ def test_is_gpu_array():
 
     assert is_gpu_array(Cai()) and is_gpu_array(DlpackCuda())
     assert not is_gpu_array(DlpackCpu()) and not is_gpu_array(np.zeros(3))
+
+
+# ---- the builder's wiring, on a stand-in for TensorRT's Python API (no TensorRT here) -----------------
+# The stand-in records what build_engine asks of TensorRT; it checks our side of the calls (profiles,
+# flags, DLA, timing cache, files written), not TensorRT itself, which only a TensorRT machine can.
+
+
+def _fake_tensorrt(input_shape=(-1, 3, 64, 96), parse_ok=True, dla_cores=2, with_monitor=True):
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0.26"
+    trt.float32, trt.float16, trt.int32 = "float32", "float16", "int32"
+    calls = {"flags": set(), "profiles": [], "plugins": 0}
+    trt.calls = calls
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    trt.Logger = Logger
+    trt.init_libnvinfer_plugins = lambda logger, namespace: calls.__setitem__("plugins", calls["plugins"] + 1)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", GPU_FALLBACK="GPU_FALLBACK")
+    trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
+
+    class Input:
+        name = "inputs"
+        shape = input_shape
+
+    class Network:
+        num_inputs = 1
+        layers = [_FakeLayer("/post_processor/Div", ["float32"]), _FakeLayer("/backbone/Conv", ["float16"])]
+
+        def get_input(self, i):
+            return Input()
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, i):
+            return "No importer registered for op: MultiscaleDeformableAttnPlugin_TRT"
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            calls["profiles"].append((name, tuple(lo), tuple(opt), tuple(hi)))
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return b"timing:" + self.data
+
+    class Config:
+        def __init__(self):
+            self.default_device_type = "GPU"
+            self.DLA_core = -1
+            self.cache = None
+
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = (pool, size)
+
+        def set_flag(self, flag):
+            calls["flags"].add(flag)
+
+        def add_optimization_profile(self, profile):
+            calls["profile_added"] = True
+
+        def create_timing_cache(self, data):
+            return TimingCache(bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        platform_has_fast_fp16 = True
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return Network()
+
+        def create_builder_config(self):
+            calls["config"] = Config()
+            return calls["config"]
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls["monitor"] = getattr(config, "progress_monitor", None)
+            calls["device"] = (config.default_device_type, config.DLA_core)
+            return b"serialized-engine"
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    if with_monitor:
+        class IProgressMonitor:
+            def __init__(self):
+                pass
+
+        trt.IProgressMonitor = IProgressMonitor
+    return trt
+
+
+def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypatch, machine):
+    trt = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    engine = str(tmp_path / "m.engine")
+    cache = str(tmp_path / "timing.cache")
+    _write(cache, b"old")
+    opts = eb.BuildOptions(fp16=True, batch=(1, 2, 4), workspace_mib=512, timing_cache=cache)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        report = eb.build_with_sidecar(onnx, engine, opts)
+    calls = trt.calls
+    assert calls["plugins"] == 1 and calls["parsed"] == onnx and calls["network_flags"] == 0
+    assert calls["workspace"] == ("workspace", 512 << 20)
+    assert {"FP16", "OBEY"} <= calls["flags"] and "GPU_FALLBACK" not in calls["flags"]
+    assert calls["profiles"] == [("inputs", (1, 3, 64, 96), (2, 3, 64, 96), (4, 3, 64, 96))]
+    assert calls["device"] == ("GPU", -1)
+    assert calls["monitor"] is not None  # TensorRT >= 10: IProgressMonitor
+    assert report["fp32_layers_marked"] == ["/post_processor/Div"]
+    with open(engine, "rb") as f:
+        assert f.read() == b"serialized-engine"
+    with open(cache, "rb") as f:
+        assert f.read() == b"timing:old"
+    record = eb.read_sidecar(engine)
+    assert record["metadata"]["batch"] == [1, 2, 4] and record["metadata"]["precision"] == "fp16"
+    assert eb.engine_staleness(engine, record["metadata"]) is None
+
+
+def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine):
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    engine = str(tmp_path / "m.engine")
+
+    trt = _fake_tensorrt(input_shape=(1, 3, 64, 96), with_monitor=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=1, gpu_fallback=True))
+    assert trt.calls["device"] == ("DLA", 1) and "GPU_FALLBACK" in trt.calls["flags"]
+    assert trt.calls["profiles"] == []  # static batch: no profile
+    assert "building TensorRT engine" in err.getvalue()  # the spinner of TensorRT < 10
+
+    with pytest.raises(eb.EngineBuildError, match="static batch of 1"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(batch=(1, 2, 4)), progress=False)
+    with pytest.raises(eb.EngineBuildError, match="has 2 DLA cores"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=5), progress=False)
+    with pytest.raises(eb.EngineBuildError, match="FP16"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(fp16=False, dla_core=0), progress=False)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(dla_cores=0))
+    with pytest.raises(eb.EngineBuildError, match="no DLA cores"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(parse_ok=False))
+    with pytest.raises(eb.EngineBuildError, match="MultiscaleDeformableAttnPlugin_TRT") as info:
+        eb.build_engine(onnx, engine, progress=False)
+    assert "libnvinfer_plugin" in str(info.value)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(input_shape=(-1, 3, -1, -1)))
+    with pytest.raises(eb.EngineBuildError, match="fixed height and width"):
+        eb.build_engine(onnx, engine, progress=False)
+
+
+def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine):
+    from m2f_edge.backends.tensorrt import check_engine_sidecar
+
+    engine = _write(tmp_path / "m.engine", b"engine")
+    check_engine_sidecar(engine)  # no sidecar (e.g. trtexec): left to TensorRT's own check
+    built_here = eb.engine_metadata("d" * 64, "10.3.0", eb.target_device(), eb.BuildOptions())
+    eb.write_sidecar(engine, built_here)
+    check_engine_sidecar(engine)
+    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "8.6.2", eb.target_device(), eb.BuildOptions()))
+    with pytest.raises(RuntimeError, match="TensorRT 8.6.2.*TensorRT 10.3.0"):
+        check_engine_sidecar(engine)
+    other = dict(eb.target_device(), gpu_name="NVIDIA H100", compute_capability="9.0")
+    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "10.3.0", other, eb.BuildOptions()))
+    with pytest.raises(RuntimeError, match="built for NVIDIA H100.*this GPU is Orin"):
+        check_engine_sidecar(engine)
