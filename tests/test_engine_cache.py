@@ -601,3 +601,15 @@ def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machin
     eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "10.3.0", other, eb.BuildOptions()))
     with pytest.raises(RuntimeError, match="built for NVIDIA H100.*this GPU is Orin"):
         check_engine_sidecar(engine)
+
+
+def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    onnx = _write(tmp_path / "model.onnx", b"onnx")
+    status, err = _cli(["build", onnx, "--batch", "1:1:2", "--timing-cache", str(tmp_path / "t.cache"),
+                        "--no-progress"])
+    assert status == 0, err
+    engine = str(tmp_path / "model.fp16.engine")
+    assert "wrote " + engine in capsys.readouterr().out
+    assert os.path.isfile(engine) and eb.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
+    assert os.path.isfile(str(tmp_path / "t.cache"))
