@@ -410,7 +410,7 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     marked = []  # type: List[str]
     if options.fp16:
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
             log.warning("this GPU has no fast FP16; building FP16 anyway as asked")
         config.set_flag(trt.BuilderFlag.FP16)
         marked = mark_fp32_layers(network, trt, options.fp32_layers)
