@@ -15,8 +15,6 @@ import pytest
 
 from m2f_edge import _core
 
-from tiny_models import make_deployable_model, make_test_frame, mask_iou
-
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 OPENCV_EXACT_POSITIONS = int(cv2.__version__.split(".")[0]) >= 5
@@ -228,13 +226,14 @@ def strided_cases(rng):
         "gray_column_view": (base[:, :, 1], "gray"),
         "gray_fortran": (np.asfortranarray(base[:, :, 0]), "gray"),
         "rgba_negative": (base[::-1], "rgba"),
+        "read_only": (read_only(bgr.copy()), "bgr"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["crop", "step", "negative", "channels_reversed", "fortran", "alpha_dropped_view", "transposed", "broadcast",
-     "gray_column_view", "gray_fortran", "rgba_negative"],
+     "gray_column_view", "gray_fortran", "rgba_negative", "read_only"],
 )
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
 def test_any_strides(rng, case, mode):
@@ -261,6 +260,9 @@ def test_strided_batch(rng):
 
 def test_colour_order_reaches_a_model_that_knows_red_from_blue(tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tiny_models import make_deployable_model, make_test_frame, mask_iou
+
     net_h, net_w = 64, 96
     path = str(tmp_path / "tiny.onnx")
     make_deployable_model(path, height=net_h, width=net_w)
@@ -343,6 +345,10 @@ BAD_CALLS = [
     ("mean 2 values", lambda: _core.preprocess(FRAME, out32(), mean=(0.5, 0.5)), ValueError, "'mean'.*3 values"),
     ("mean text", lambda: _core.preprocess(FRAME, out32(), mean="abc"), TypeError, "'mean'"),
     ("mean inf", lambda: _core.preprocess(FRAME, out32(), mean=(0.5, float("inf"), 0.5)), ValueError, "'mean'"),
+    ("huge frame", lambda: _core.preprocess(np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (40, 2**20 + 1, 3)),
+                                            out32()), ValueError, "'frames'.*at most"),
+    ("huge out", lambda: _core.preprocess(FRAME, np.broadcast_to(np.zeros(1, np.float32), (1, 3, 1, 2**20 + 1))),
+     ValueError, "'out'"),
     ("negative threads", lambda: _core.preprocess(FRAME, out32(), threads=-1), ValueError, "'threads'"),
 ]
 
@@ -362,3 +368,25 @@ def test_bad_input_raises_a_clear_error_and_the_next_call_works(name, call, erro
 def test_keyword_only_options():
     with pytest.raises(TypeError):
         _core.preprocess(FRAME, out32(), "bgr")  # color must be passed by name
+
+
+# ---- the shared host/device half conversion ------------------------------------
+
+
+def test_portable_float_to_half_matches_numpy():
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2**32, 2_000_000, dtype=np.uint64).astype(np.uint32)
+    # every exponent near the half range, halfway cases and their neighbours, and specials
+    exponents = np.arange(96, 146, dtype=np.uint32) << 23
+    halfway = (exponents[:, None] | np.array([0x1000, 0x0fff, 0x1001, 0x3000, 0x7fffff, 0], np.uint32)).ravel()
+    specials = np.array([0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x477fefff, 0x477ff000, 0x33000000,
+                         0x33000001, 0x38800000, 0x387fffff, 0x00000001], np.uint32)
+    values = np.concatenate([bits, halfway, halfway | 0x80000000, specials]).view(np.float32)
+    got = _core._float_to_half_bits(values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(np.float16).view(np.uint16)
+    nan = np.isnan(values)
+    np.testing.assert_array_equal(got[~nan], expected[~nan])
+    assert np.isnan(got[nan].view(np.float16)).all()
+    with pytest.raises(TypeError, match="'values'"):
+        _core._float_to_half_bits(np.zeros(4, np.float64))

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/array_view.hpp"
+#include "m2f/math/resize.hpp"
 #include "m2f/preprocess.hpp"
 
 namespace py = pybind11;
@@ -55,6 +56,9 @@ void frame_view(const py::handle& object, ColorOrder color, bool allow_batch_axi
   if (array.shape(frame_axis) < kMinFrameSide || array.shape(frame_axis + 1) < kMinFrameSide)
     throw py::value_error("argument '" + arg + "': frames must be at least " + std::to_string(kMinFrameSide) + "x" +
                           std::to_string(kMinFrameSide) + " (height x width), got shape " + shape_of(array));
+  if (array.shape(frame_axis) > kMaxSide || array.shape(frame_axis + 1) > kMaxSide)
+    throw py::value_error("argument '" + arg + "': frames must be at most " + std::to_string(kMaxSide) +
+                          " pixels high and wide, got shape " + shape_of(array));
   // --- device
   // numpy arrays live in host memory; the view is read in place with its own strides.
   TensorView base;
@@ -148,7 +152,8 @@ py::list preprocess_binding(const py::object& frames, const py::object& out, con
   // --- sizes
   const auto batch = static_cast<std::int64_t>(frame_views.size());
   require_ndim(out_view, 4, 4, "out");
-  if (out_view.shape[0] != batch || out_view.shape[1] != 3 || out_view.shape[2] < 1 || out_view.shape[3] < 1)
+  if (out_view.shape[0] != batch || out_view.shape[1] != 3 || out_view.shape[2] < 1 || out_view.shape[3] < 1 ||
+      out_view.shape[2] > kMaxSide || out_view.shape[3] > kMaxSide)
     throw py::value_error("argument 'out': expected shape (" + std::to_string(batch) +
                           ", 3, net_height, net_width) for " + std::to_string(batch) + " frame" +
                           (batch > 1 ? "s" : "") + ", got " + shape_string(out_view));
@@ -167,6 +172,28 @@ py::list preprocess_binding(const py::object& frames, const py::object& out, con
   }
   py::list result;
   for (const auto& t : transforms) result.append(py::cast(t));
+  return result;
+}
+
+// Test hook for the shared host/device conversion math::float_to_half_bits (the CPU output path
+// may use the hardware instruction instead, and CUDA kernels call this function).
+py::array_t<std::uint16_t> float_to_half_bits_binding(const py::array& values) {
+  // --- types
+  if (!(values.dtype().kind() == 'f' && values.dtype().itemsize() == 4) ||
+      !values.dtype().attr("isnative").cast<bool>())
+    throw py::type_error("argument 'values': expected a float32 array, got " + numpy_dtype_name(values));
+  // --- sizes
+  TensorView view = view_of(values, "values");
+  require_ndim(view, 1, 1, "values");
+  if (!view.is_contiguous()) throw py::value_error("argument 'values': must be contiguous");
+  // --- device
+  py::array_t<std::uint16_t> result(view.shape[0]);
+  const float* source = view.ptr<float>();
+  std::uint16_t* target = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (std::int64_t i = 0; i < view.shape[0]; ++i) target[i] = math::float_to_half_bits(source[i]);
+  }
   return result;
 }
 
@@ -193,6 +220,8 @@ threads: worker threads, 0 = one per core.
 
 Sampling matches cv2.resize(..., interpolation=cv2.INTER_LINEAR) on float input (half-pixel
 centres, clamped edges, no antialiasing). Returns one ResizeTransform per frame.)doc");
+  m.def("_float_to_half_bits", &float_to_half_bits_binding, py::arg("values"),
+        "Test hook: IEEE half bits (uint16) of float32 values by the host/device function the CUDA kernels share.");
 }
 
 }  // namespace m2f::bind

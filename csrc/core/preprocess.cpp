@@ -12,6 +12,9 @@
 #include "m2f/math/resize.hpp"
 #include "m2f/parallel.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define M2F_HAVE_F16C_DISPATCH 1
@@ -35,14 +38,67 @@ struct FramePlan {
   ResizeTransform transform;
   std::vector<int> x_offset0, x_offset1;  // byte offsets of the two taps within a packed row
   std::vector<float> x_weight0, x_weight1;
+  int vector_width = 0;  // leading output columns whose taps can be read as whole 4-byte words
   std::vector<LinearTap> y_taps;
   RowResampler resample = nullptr;
   int planes = 3;  // 1 for gray: one plane feeds R, G and B
 };
 
-// Horizontal pass over one packed row. R, G, B are the source channel indices of each plane.
+#if defined(__GNUC__)
+// GCC/Clang vector extensions: one source that lowers to SSE on x86-64 and NEON on ARM.
+#define M2F_FLOAT4_VECTORS 1
+typedef float Float4 __attribute__((vector_size(16)));
+typedef int Int4 __attribute__((vector_size(16)));
+
+inline Float4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store4(float* p, Float4 v) { std::memcpy(p, &v, sizeof v); }
+
+// The 4 bytes at p as 4 floats.
+inline Float4 load4_bytes(const std::uint8_t* p) {
+#if defined(__SSE2__)
+  std::int32_t word;
+  std::memcpy(&word, p, sizeof word);
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i words = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), zero), zero);
+  return static_cast<Float4>(_mm_cvtepi32_ps(words));
+#else
+  typedef std::uint8_t Byte4 __attribute__((vector_size(4)));
+  Byte4 bytes;
+  std::memcpy(&bytes, p, sizeof bytes);
+  return __builtin_convertvector(bytes, Float4);
+#endif
+}
+
+#if defined(__clang__)
+#define M2F_SHUFFLE(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define M2F_SHUFFLE(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, Int4{i0, i1, i2, i3})
+#endif
+
+// Four pixels (a vector of the first 4 channels each) -> the first 3 channels, 4 pixels each.
+inline void transpose_pixels(Float4 p0, Float4 p1, Float4 p2, Float4 p3, Float4 channel[3]) {
+  const Float4 low01 = M2F_SHUFFLE(p0, p1, 0, 4, 1, 5);
+  const Float4 low23 = M2F_SHUFFLE(p2, p3, 0, 4, 1, 5);
+  const Float4 high01 = M2F_SHUFFLE(p0, p1, 2, 6, 3, 7);
+  const Float4 high23 = M2F_SHUFFLE(p2, p3, 2, 6, 3, 7);
+  channel[0] = M2F_SHUFFLE(low01, low23, 0, 1, 4, 5);
+  channel[1] = M2F_SHUFFLE(low01, low23, 2, 3, 6, 7);
+  channel[2] = M2F_SHUFFLE(high01, high23, 0, 1, 4, 5);
+}
+#endif
+
+// Horizontal pass over one packed uint8 row. R, G, B are the source channels of each plane.
+// Four output pixels at a time: their left and right taps are loaded as whole 4-byte pixels,
+// widened, transposed to channels and blended lane by lane with the same arithmetic as the
+// scalar tail, so the result does not depend on the path.
 template <int C, int R, int G, int B>
 void resample_row_rgb(const std::uint8_t* row, const FramePlan& plan, float* const planes[3]) {
+  static_assert(C == 3 || C == 4, "resample_row_rgb takes 3 or 4 channels");
   const int* offset0 = plan.x_offset0.data();
   const int* offset1 = plan.x_offset1.data();
   const float* weight0 = plan.x_weight0.data();
@@ -51,7 +107,21 @@ void resample_row_rgb(const std::uint8_t* row, const FramePlan& plan, float* con
   float* green = planes[1];
   float* blue = planes[2];
   const int width = plan.transform.content_width;
-  for (int x = 0; x < width; ++x) {
+  int x = 0;
+#if defined(M2F_FLOAT4_VECTORS)
+  for (; x + 4 <= plan.vector_width; x += 4) {
+    Float4 left[3], right[3];
+    transpose_pixels(load4_bytes(row + offset0[x]), load4_bytes(row + offset0[x + 1]),
+                     load4_bytes(row + offset0[x + 2]), load4_bytes(row + offset0[x + 3]), left);
+    transpose_pixels(load4_bytes(row + offset1[x]), load4_bytes(row + offset1[x + 1]),
+                     load4_bytes(row + offset1[x + 2]), load4_bytes(row + offset1[x + 3]), right);
+    const Float4 w0 = load4(weight0 + x), w1 = load4(weight1 + x);
+    store4(red + x, left[R] * w0 + right[R] * w1);
+    store4(green + x, left[G] * w0 + right[G] * w1);
+    store4(blue + x, left[B] * w0 + right[B] * w1);
+  }
+#endif
+  for (; x < width; ++x) {
     const std::uint8_t* left = row + offset0[x];
     const std::uint8_t* right = row + offset1[x];
     const float w0 = weight0[x], w1 = weight1[x];
@@ -167,10 +237,12 @@ class RowWorker {
     std::vector<float> values;
   };
 
+  // Source row y with its pixels and channels adjacent: in place when the frame is laid out so,
+  // else (strided, reversed, Fortran-ordered frames) gathered here one row at a time; the frame
+  // itself is never copied.
   const std::uint8_t* packed_row(const FramePlan& plan, int y) {
     const std::uint8_t* row = plan.data + static_cast<std::int64_t>(y) * plan.row_stride;
     if (plan.packed_rows) return row;
-    // Strided, reversed or Fortran-ordered frames: gather just this row into packed order.
     std::uint8_t* packed = staging_.data();
     for (int x = 0; x < plan.width; ++x) {
       const std::uint8_t* pixel = row + static_cast<std::int64_t>(x) * plan.pixel_stride;
@@ -206,10 +278,11 @@ FramePlan make_plan(const TensorView& frame, std::size_t index, const Preprocess
   const int channels = color_channels(options.color);
   if (frame.ndim != 3 || frame.shape[2] != channels)
     throw std::invalid_argument(which + " must have shape (height, width, " + std::to_string(channels) + ")");
-  if (frame.shape[0] < kMinFrameSide || frame.shape[1] < kMinFrameSide || frame.shape[0] > (1 << 20) ||
-      frame.shape[1] > (1 << 20))
+  if (frame.shape[0] < kMinFrameSide || frame.shape[1] < kMinFrameSide)
     throw std::invalid_argument(which + " must be at least " + std::to_string(kMinFrameSide) + "x" +
                                 std::to_string(kMinFrameSide));
+  if (frame.shape[0] > kMaxSide || frame.shape[1] > kMaxSide)
+    throw std::invalid_argument(which + " must be at most " + std::to_string(kMaxSide) + " pixels high and wide");
   if (frame.data == nullptr) throw std::invalid_argument(which + " has no data");
 
   FramePlan plan;
@@ -236,6 +309,8 @@ FramePlan make_plan(const TensorView& frame, std::size_t index, const Preprocess
     plan.x_offset1[x] = tap.index1 * channels;
     plan.x_weight0[x] = tap.weight0;
     plan.x_weight1[x] = tap.weight1;
+    // taps only move right: the columns whose right tap ends 4 bytes inside the row come first
+    if (plan.x_offset1[x] + 4 <= plan.width * channels) plan.vector_width = x + 1;
   }
   const int content_height = plan.transform.content_height;
   plan.y_taps.resize(static_cast<std::size_t>(content_height));
@@ -252,8 +327,8 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
   for (int c = 0; c < 3; ++c)
     if (!(options.stddev[c] != 0.f) || options.stddev[c] != options.stddev[c])
       throw std::invalid_argument("preprocess: std must be nonzero");
-  if (out.shape[2] > (1 << 20) || out.shape[3] > (1 << 20))
-    throw std::invalid_argument("preprocess: out is too large");
+  if (out.shape[2] > kMaxSide || out.shape[3] > kMaxSide)
+    throw std::invalid_argument("preprocess: out must be at most " + std::to_string(kMaxSide) + " high and wide");
   const int net_height = static_cast<int>(out.shape[2]);
   const int net_width = static_cast<int>(out.shape[3]);
 

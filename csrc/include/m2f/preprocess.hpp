@@ -48,6 +48,8 @@ inline int color_channels(ColorOrder color) {
 
 // Smallest frame height and width accepted: below it a network input is mostly interpolation.
 constexpr int kMinFrameSide = 32;
+// Largest frame or network side: keeps the exact sampling-position arithmetic in range.
+constexpr int kMaxSide = 1 << 20;
 
 struct PreprocessOptions {
   ColorOrder color = ColorOrder::bgr;
