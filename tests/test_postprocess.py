@@ -1,7 +1,7 @@
 """Post-processing against independent references: numpy + OpenCV for the deployable path, a
 numpy/torch re-implementation of TAO's instance inference for the raw head, numpy for the
 instance map. Disagreement is allowed only at exact ties of the bilinear blend (a handful of
-pixels), so masks are compared by the fraction of differing pixels."""
+pixels), so masks are compared by the fraction of differing pixels (observed: 0 everywhere)."""
 
 import math
 
@@ -35,11 +35,25 @@ def blob_masks(k, height, width, seed, filled=(1, 3, 4, 7), dtype=np.float32):
     return masks.astype(dtype)
 
 
+def cv2_resize_linear(image, width, height):
+    """cv2.resize INTER_LINEAR with OpenCV's own code. x86 wheels route float resizes through Intel
+    IPP, whose sample positions round differently and so break exact 0.5 ties the other way (seen:
+    0.5 vs 0.5000012 at 64 -> 320); OpenCV on ARM (Jetson) has no IPP. So IPP is off here."""
+    ipp = getattr(cv2, "ipp", None)
+    was_on = ipp.useIPP() if ipp is not None else False
+    if ipp is not None:
+        ipp.setUseIPP(False)
+    try:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    finally:
+        if ipp is not None:
+            ipp.setUseIPP(was_on)
+
+
 def frame_from_net(mask, transform):
     """A network-size mask (any values) back to the frame the way users would: crop, cv2 resize, > 0.5."""
     crop = np.ascontiguousarray(mask[: transform.content_height, : transform.content_width], dtype=np.float32)
-    resized = cv2.resize(crop, (transform.frame_width, transform.frame_height), interpolation=cv2.INTER_LINEAR)
-    return resized > 0.5
+    return cv2_resize_linear(crop, transform.frame_width, transform.frame_height) > 0.5
 
 
 def box_of(mask):
@@ -183,6 +197,52 @@ def test_deployable_soft_values_and_strided_views():
     reference = reference_deployable(batch, scores, classes, transform, threshold=0.4, max_instances=5)
     check_against(result, reference, transform)
     assert len(result["scores"]) == 5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+def test_deployable_runs_of_other_values(dtype):
+    """Dense rows are scanned as runs of 0/1 a word at a time; runs of other values (soft masks,
+    0/255 uint8, a lone -0.0 or NaN) must still be blended exactly as OpenCV does."""
+    transform = _core.ResizeTransform("stretch", 150, 230, 64, 96)
+    masks = np.zeros((4, 64, 96), np.float32)
+    masks[0, 5:40, 3:90] = 1
+    masks[0, 10:20, 20:70] = 0.75 if dtype != np.uint8 else 255
+    masks[1, 30:60, 10:50] = 0.5 if dtype != np.uint8 else 2
+    masks[1, 31, 12] = 1
+    masks[2, 0:64, 0:96] = 1
+    masks[2, 40:41, 0:96] = 0
+    if dtype != np.uint8:
+        masks[3, 20:30, 20:40] = 1
+        masks[3, 25, 30] = -0.0
+        masks[3, 22, 22] = np.nan
+    else:
+        masks[3, 20:30, 20:40] = 1
+    masks = masks.astype(dtype)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    classes = np.zeros(4, np.int64)
+    result = _core.postprocess_deployable(masks, scores, classes, transform)
+    reference = reference_deployable(masks, scores, classes, transform)
+    check_against(result, reference, transform)
+
+
+def test_results_survive_later_calls():
+    """Output masks come from a recycled pool: a result still held must never be reused."""
+    transform = _core.ResizeTransform("stretch", 240, 320, 64, 64)
+    masks = blob_masks(6, 64, 64, seed=30, filled=range(6))
+    scores = np.linspace(0.9, 0.6, 6).astype(np.float32)
+    classes = np.zeros(6, np.int64)
+    held = _core.postprocess_deployable(masks, scores, classes, transform)
+    copy = held["masks"].copy()
+    for seed in range(5):
+        other = blob_masks(6, 64, 64, seed=100 + seed, filled=range(6))
+        _core.postprocess_deployable(other, scores, classes, transform)  # dropped at once: recycled
+        kept = _core.postprocess_deployable(other, scores, classes, transform)
+        np.testing.assert_array_equal(held["masks"], copy)
+        reference = reference_deployable(other, scores, classes, transform)
+        check_against(kept, reference, transform)
+    del held
+    again = _core.postprocess_deployable(masks, scores, classes, transform)
+    np.testing.assert_array_equal(again["masks"], copy)
 
 
 def test_deployable_ties_keep_graph_order_and_cap():

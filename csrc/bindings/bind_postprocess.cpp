@@ -51,10 +51,10 @@ py::dict to_python(FrameInstances&& r) {
   const py::ssize_t n = static_cast<py::ssize_t>(r.count);
   py::array_t<std::uint8_t> masks;
   if (n > 0) {
-    std::uint8_t* raw = r.masks.release();
-    py::capsule owner(raw, [](void* p) { delete[] static_cast<std::uint8_t*>(p); });
-    masks = py::array_t<std::uint8_t>({n, static_cast<py::ssize_t>(r.height), static_cast<py::ssize_t>(r.width)}, raw,
-                                      owner);
+    auto* buffer = new MaskBuffer(std::move(r.masks));
+    py::capsule owner(buffer, [](void* p) { delete static_cast<MaskBuffer*>(p); });
+    masks = py::array_t<std::uint8_t>({n, static_cast<py::ssize_t>(r.height), static_cast<py::ssize_t>(r.width)},
+                                      buffer->data(), owner);
   } else {
     masks = py::array_t<std::uint8_t>({py::ssize_t{0}, static_cast<py::ssize_t>(r.height),
                                        static_cast<py::ssize_t>(r.width)});

@@ -62,36 +62,6 @@ namespace {
 
 constexpr int kRowsPerItem = 48;
 
-// Reads columns [x_begin, x_end) of one source row as float into seg[1 .. width], with zeros at
-// seg[0] and seg[width + 1]: the taps of the output columns worth computing stay inside.
-void load_segment(const SourceMask& m, int y, float* seg) {
-  const int width = m.x_end - m.x_begin;
-  const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride +
-                    static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
-  seg[0] = 0.f;
-  seg[width + 1] = 0.f;
-  float* out = seg + 1;
-  const std::int64_t cs = m.col_stride;
-  switch (m.dtype) {
-    case DType::uint8:
-      for (int i = 0; i < width; ++i) out[i] = static_cast<float>(*reinterpret_cast<const std::uint8_t*>(row + i * cs));
-      break;
-    case DType::boolean:
-      for (int i = 0; i < width; ++i) out[i] = *reinterpret_cast<const std::uint8_t*>(row + i * cs) ? 1.f : 0.f;
-      break;
-    case DType::float32:
-      if (cs == sizeof(float)) {
-        std::memcpy(out, row, sizeof(float) * static_cast<std::size_t>(width));
-      } else {
-        for (int i = 0; i < width; ++i) std::memcpy(out + i, row + i * cs, sizeof(float));
-      }
-      break;
-    default:
-      for (int i = 0; i < width; ++i) out[i] = element_as_float(row + i * cs, m.dtype);
-      break;
-  }
-}
-
 // First output index whose taps reach [begin, end) and one past the last; taps are monotonic.
 void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, int& out_begin, int& out_end) {
   const int n = static_cast<int>(taps.size());
@@ -101,6 +71,159 @@ void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, 
   while (hi < n && taps[static_cast<std::size_t>(hi)].i0 < end) ++hi;
   out_begin = lo;
   out_end = hi;
+}
+
+// The horizontal taps of one transform, with what the run-based pass of 0/1 rows needs.
+struct HorizontalPlan {
+  std::vector<math::LinearTap> taps;   // per output column
+  std::vector<float> ones;             // lerp of two 1s = w0 + w1, exactly what a run of ones gives
+  std::vector<int> first_i0_at_least;  // [x + 1], x in [-1, src + 1]: first column with i0 >= x
+  std::vector<int> first_i1_at_least;  // [x + 1]: first column with i1 >= x
+};
+
+HorizontalPlan make_plan(int src, int dst) {
+  HorizontalPlan p;
+  p.taps.resize(static_cast<std::size_t>(dst));
+  p.ones.resize(static_cast<std::size_t>(dst));
+  for (int x = 0; x < dst; ++x) {
+    p.taps[static_cast<std::size_t>(x)] = math::cv_linear_tap_x(x, src, dst);
+    p.ones[static_cast<std::size_t>(x)] = math::lerp_taps(1.f, 1.f, p.taps[static_cast<std::size_t>(x)]);
+  }
+  p.first_i0_at_least.resize(static_cast<std::size_t>(src) + 3);
+  p.first_i1_at_least.resize(static_cast<std::size_t>(src) + 3);
+  int a = 0, b = 0;
+  for (int x = -1; x <= src + 1; ++x) {
+    while (a < dst && p.taps[static_cast<std::size_t>(a)].i0 < x) ++a;
+    while (b < dst && p.taps[static_cast<std::size_t>(b)].i1 < x) ++b;
+    p.first_i0_at_least[static_cast<std::size_t>(x + 1)] = a;
+    p.first_i1_at_least[static_cast<std::size_t>(x + 1)] = b;
+  }
+  return p;
+}
+
+// One source row seen as runs of equal values over columns [x_begin, x_end): run i covers
+// [begin[i], begin[i + 1]) (the last ends at x_end). Runs of exactly 0 or 1 are what masks are
+// made of, and the scan skips through them a word at a time.
+struct RowRuns {
+  const char* row = nullptr;  // address of column origin_x of this row
+  std::vector<int> begin;
+  std::vector<float> value;
+  int first_nonzero = 0, last_nonzero = -1;
+};
+
+inline float value_at(const SourceMask& m, const RowRuns& r, int x) {
+  if (x < m.x_begin || x >= m.x_end) return 0.f;
+  const char* p = r.row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride;
+  if (m.dtype == DType::float32) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  return element_as_float(p, m.dtype);
+}
+
+// How many elements from x on (at most n) have exactly the bit pattern of the value at x, for
+// dense rows; 8 or 32 bytes per step. Returns 0 when the pattern is not a uniform 0 or 1.
+int skip_equal_words(const SourceMask& m, const char* p, int n) {
+  std::uint64_t pattern;
+  std::size_t item;
+  if (m.dtype == DType::float32 && m.col_stride == 4) {
+    std::uint32_t bits;
+    std::memcpy(&bits, p, 4);
+    if (bits != 0u && bits != 0x3f800000u) return 0;
+    pattern = (static_cast<std::uint64_t>(bits) << 32) | bits;
+    item = 4;
+  } else if ((m.dtype == DType::uint8 || m.dtype == DType::boolean) && m.col_stride == 1) {
+    const std::uint8_t byte = static_cast<std::uint8_t>(*p);
+    if (byte > 1) return 0;
+    pattern = byte * 0x0101010101010101ull;
+    item = 1;
+  } else if (m.dtype == DType::float16 && m.col_stride == 2) {
+    std::uint16_t bits;
+    std::memcpy(&bits, p, 2);
+    if (bits != 0u && bits != 0x3c00u) return 0;
+    pattern = bits * 0x0001000100010001ull;
+    item = 2;
+  } else {
+    return 0;
+  }
+  const std::size_t bytes = static_cast<std::size_t>(n) * item;
+  std::size_t i = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    std::uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    if (((w[0] ^ pattern) | (w[1] ^ pattern) | (w[2] ^ pattern) | (w[3] ^ pattern)) != 0) break;
+  }
+  for (; i + 8 <= bytes; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != pattern) break;
+  }
+  return static_cast<int>(i / item);
+}
+
+void find_runs(const SourceMask& m, int y, RowRuns& r) {
+  r.row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride;
+  r.begin.clear();
+  r.value.clear();
+  r.first_nonzero = m.x_end;
+  r.last_nonzero = -1;
+  int x = m.x_begin;
+  while (x < m.x_end) {
+    const float v = value_at(m, r, x);
+    const char* p = r.row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride;
+    int end = x + std::max(1, skip_equal_words(m, p, m.x_end - x));
+    while (end < m.x_end && value_at(m, r, end) == v) ++end;
+    r.begin.push_back(x);
+    r.value.push_back(v);
+    if (v != 0.f) {  // NaN counts as nonzero: it is blended like any other value
+      r.first_nonzero = std::min(r.first_nonzero, x);
+      r.last_nonzero = end - 1;
+    }
+    x = end;
+  }
+}
+
+// One source row's horizontal pass over output columns [dx0, dx1) into dst (indexed by output
+// column). Output columns whose two taps sit in one run of 0s or 1s get the run's value by
+// memset / memcpy (the same float the blend gives: 0, or w0 + w1); the others are blended.
+void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRuns& r, int dx0, int dx1,
+                    float* dst) {
+  auto blend = [&](int from, int to) {
+    for (int dx = from; dx < to; ++dx) {
+      const math::LinearTap& t = plan.taps[static_cast<std::size_t>(dx)];
+      dst[dx] = math::lerp_taps(value_at(m, r, t.i0), value_at(m, r, t.i1), t);
+    }
+  };
+  int dx = dx0;
+  const std::size_t runs = r.begin.size();
+  for (std::size_t i = 0; i < runs && dx < dx1; ++i) {
+    const float v = r.value[i];
+    if (v != 0.f && v != 1.f) continue;
+    const int x = r.begin[i], end = i + 1 < runs ? r.begin[i + 1] : m.x_end;
+    const int lo = std::max(dx, plan.first_i0_at_least[static_cast<std::size_t>(x + 1)]);
+    const int hi = std::min(dx1, plan.first_i1_at_least[static_cast<std::size_t>(end + 1)]);
+    if (lo >= hi) continue;
+    blend(dx, lo);
+    if (v == 0.f)
+      std::memset(dst + lo, 0, sizeof(float) * static_cast<std::size_t>(hi - lo));
+    else
+      std::memcpy(dst + lo, plan.ones.data() + lo, sizeof(float) * static_cast<std::size_t>(hi - lo));
+    dx = hi;
+  }
+  blend(dx, dx1);
+}
+
+// The vertical blend and 0.5 threshold of output columns [u0, u1); returns how many are set.
+int blend_row(const float* __restrict a, const float* __restrict b, float b0, float b1, int u0, int u1,
+              std::uint8_t* __restrict out) {
+  int count = 0;
+  for (int k = u0; k < u1; ++k) {
+    const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
+    out[k] = v;
+    count += v;
+  }
+  return count;
 }
 
 struct ItemStats {
@@ -117,8 +240,9 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   const std::int64_t plane = static_cast<std::int64_t>(H) * W;
   const std::int64_t n = static_cast<std::int64_t>(candidates.size());
 
-  std::vector<math::LinearTap> xtaps(static_cast<std::size_t>(W)), ytaps(static_cast<std::size_t>(H));
-  for (int x = 0; x < W; ++x) xtaps[static_cast<std::size_t>(x)] = math::cv_linear_tap_x(x, cw, W);
+  const HorizontalPlan plan = make_plan(cw, W);
+  const std::vector<math::LinearTap>& xtaps = plan.taps;
+  std::vector<math::LinearTap> ytaps(static_cast<std::size_t>(H));
   for (int y = 0; y < H; ++y) ytaps[static_cast<std::size_t>(y)] = math::cv_linear_tap_y(y, ch, H);
 
   struct Range {
@@ -138,7 +262,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   FrameInstances result;
   result.height = H;
   result.width = W;
-  if (n > 0) result.masks.reset(new std::uint8_t[static_cast<std::size_t>(n * plane)]);
+  if (n > 0) result.masks = MaskBuffer::allocate(static_cast<std::size_t>(n * plane));
 
   const std::int64_t blocks = (H + kRowsPerItem - 1) / kRowsPerItem;
   const std::int64_t items = n * blocks;
@@ -147,8 +271,21 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   const int workers = static_cast<int>(std::min<std::int64_t>(threads > 0 ? threads : default_thread_count(), items));
 
   parallel_for(workers, workers, 1, [&](std::int64_t wb, std::int64_t we) {
-    std::vector<float> seg(static_cast<std::size_t>(cw) + 2);
-    std::vector<float> rows(2 * static_cast<std::size_t>(W));
+    RowRuns runs;
+    std::vector<float> rows(2 * static_cast<std::size_t>(W), 0.f);
+    // Two cached horizontal rows (least recently used evicted; output rows ask for source rows in
+    // order). Each holds its nonzero output-column extent [lo, hi); its buffer (indexed by output
+    // column) is zero outside [lo, hi), so blends outside read zeros.
+    struct Slot {
+      int key = -2;  // source row held; -1 = a zero row, -2 = nothing
+      std::int64_t used = 0;
+      int lo = 0, hi = 0;
+      float* buffer = nullptr;
+    };
+    Slot slots[2];
+    slots[0].buffer = rows.data();
+    slots[1].buffer = rows.data() + W;
+    std::int64_t clock = 0;
     for (std::int64_t w = wb; w < we; ++w) {
       for (;;) {
         const std::int64_t item = next.fetch_add(1);
@@ -158,69 +295,90 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
         const int r1 = std::min(H, r0 + kRowsPerItem);
         const SourceMask& m = candidates[static_cast<std::size_t>(i)].mask;
         const Range rg = ranges[static_cast<std::size_t>(i)];
-        std::uint8_t* out = result.masks.get() + i * plane;
+        std::uint8_t* out = result.masks.data() + i * plane;
         ItemStats& st = stats[static_cast<std::size_t>(item)];
         st.y_min = H;
         st.x_min = W;
-        const int span = rg.dx1 - rg.dx0;
-        // Two cached horizontal rows, least recently used evicted; key -1 = a row outside the
-        // support (all zero), -2 = nothing cached. Output rows ask for source rows in order.
-        int cached[2] = {-2, -2};
-        std::int64_t used[2] = {0, 0}, clock = 0;
-        float* slot[2] = {rows.data(), rows.data() + W};
-        auto horizontal = [&](int sy) -> const float* {
+        // The buffers outlive the item: forget what rows they hold, keep their extents to clear.
+        for (Slot& slot : slots) slot.key = -2;
+        auto horizontal = [&](int sy) -> const Slot& {
           const int key = (sy < m.y_begin || sy >= m.y_end) ? -1 : sy;
           ++clock;
-          for (int s = 0; s < 2; ++s)
-            if (cached[s] == key) {
-              used[s] = clock;
-              return slot[s];
+          for (Slot& s : slots)
+            if (s.key == key) {
+              s.used = clock;
+              return s;
             }
-          const int s = used[0] <= used[1] ? 0 : 1;
-          float* dst = slot[s];
-          if (key == -1) {
-            std::fill(dst, dst + span, 0.f);
-          } else {
-            load_segment(m, sy, seg.data());
-            const float* sg = seg.data();
-            const int off = 1 - m.x_begin;  // seg holds source columns [x_begin - 1, x_end]
-            for (int dx = rg.dx0; dx < rg.dx1; ++dx) {
-              const math::LinearTap& t = xtaps[static_cast<std::size_t>(dx)];
-              dst[dx - rg.dx0] = math::lerp_taps(sg[t.i0 + off], sg[t.i1 + off], t);
+          Slot& s = slots[0].used <= slots[1].used ? slots[0] : slots[1];
+          int lo = 0, hi = 0;
+          if (key >= 0) {
+            find_runs(m, sy, runs);
+            if (runs.first_nonzero <= runs.last_nonzero) {
+              // output columns whose taps reach a nonzero value; elsewhere the pass is exactly 0
+              lo = std::max(rg.dx0, plan.first_i1_at_least[static_cast<std::size_t>(runs.first_nonzero + 1)]);
+              hi = std::min(rg.dx1, plan.first_i0_at_least[static_cast<std::size_t>(runs.last_nonzero + 2)]);
+              if (lo > hi) lo = hi;
             }
           }
-          cached[s] = key;
-          used[s] = clock;
-          return dst;
+          // clear what the previous row left outside the new extent, then fill the extent
+          if (s.lo < s.hi) {
+            if (lo < hi) {
+              if (s.lo < lo) std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(std::min(lo, s.hi) - s.lo));
+              if (s.hi > hi) {
+                const int from = std::max(hi, s.lo);
+                std::memset(s.buffer + from, 0, sizeof(float) * static_cast<std::size_t>(s.hi - from));
+              }
+            } else {
+              std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
+            }
+          }
+          if (lo < hi) horizontal_row(plan, m, runs, lo, hi, s.buffer);
+          s.key = key;
+          s.used = clock;
+          s.lo = lo;
+          s.hi = hi;
+          return s;
         };
         for (int y = r0; y < r1; ++y) {
           std::uint8_t* orow = out + static_cast<std::int64_t>(y) * W;
-          if (y < rg.dy0 || y >= rg.dy1 || span <= 0) {
+          int u0 = 0, u1 = 0;
+          const float *a = nullptr, *b = nullptr;
+          float b0 = 0.f, b1 = 0.f;
+          if (y >= rg.dy0 && y < rg.dy1 && rg.dx0 < rg.dx1) {
+            const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
+            const Slot& sa = horizontal(ty.i0);
+            const Slot& sb = horizontal(ty.i1);
+            a = sa.buffer;
+            b = sb.buffer;
+            b0 = ty.w0;
+            b1 = ty.w1;
+            if (sa.lo < sa.hi && sb.lo < sb.hi) {
+              u0 = std::min(sa.lo, sb.lo);
+              u1 = std::max(sa.hi, sb.hi);
+            } else if (sa.lo < sa.hi) {
+              u0 = sa.lo;
+              u1 = sa.hi;
+            } else if (sb.lo < sb.hi) {
+              u0 = sb.lo;
+              u1 = sb.hi;
+            }
+          }
+          if (u0 >= u1) {
             std::memset(orow, 0, static_cast<std::size_t>(W));
             continue;
           }
-          std::memset(orow, 0, static_cast<std::size_t>(rg.dx0));
-          std::memset(orow + rg.dx1, 0, static_cast<std::size_t>(W - rg.dx1));
-          const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
-          const float* a = horizontal(ty.i0);
-          const float* b = horizontal(ty.i1);
-          const float b0 = ty.w0, b1 = ty.w1;
-          std::uint8_t* o = orow + rg.dx0;
-          int row_count = 0;
-          for (int k = 0; k < span; ++k) {
-            const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
-            o[k] = v;
-            row_count += v;
-          }
+          std::memset(orow, 0, static_cast<std::size_t>(u0));
+          std::memset(orow + u1, 0, static_cast<std::size_t>(W - u1));
+          const int row_count = blend_row(a, b, b0, b1, u0, u1, orow);
           if (row_count) {
-            int first = 0, last = span - 1;
-            while (!o[first]) ++first;
-            while (!o[last]) --last;
+            int first = u0, last = u1 - 1;
+            while (!orow[first]) ++first;
+            while (!orow[last]) --last;
             st.count += row_count;
             st.y_min = std::min(st.y_min, y);
             st.y_max = std::max(st.y_max, y);
-            st.x_min = std::min(st.x_min, rg.dx0 + first);
-            st.x_max = std::max(st.x_max, rg.dx0 + last);
+            st.x_min = std::min(st.x_min, first);
+            st.x_max = std::max(st.x_max, last);
           }
         }
       }
@@ -244,7 +402,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
     }
     if (!total.count) continue;
     if (kept != i)
-      std::memmove(result.masks.get() + kept * plane, result.masks.get() + i * plane, static_cast<std::size_t>(plane));
+      std::memmove(result.masks.data() + kept * plane, result.masks.data() + i * plane, static_cast<std::size_t>(plane));
     const Candidate& c = candidates[static_cast<std::size_t>(i)];
     result.scores.push_back(c.score);
     result.labels.push_back(c.label);

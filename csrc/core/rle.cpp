@@ -57,12 +57,12 @@ std::string encode_one(const char* base, std::int64_t row_stride, std::int64_t c
     const char* here = base + static_cast<std::int64_t>(y) * row_stride;
     int x = 0;
     if (col_stride == 1) {
-      for (; x + 8 <= W; x += 8) {
-        std::uint64_t a, b;
-        std::memcpy(&a, above + x, 8);
-        std::memcpy(&b, here + x, 8);
-        if (a == b) continue;
-        for (int j = x; j < x + 8; ++j)
+      for (; x + 32 <= W; x += 32) {
+        std::uint64_t a[4], b[4];
+        std::memcpy(a, above + x, 32);
+        std::memcpy(b, here + x, 32);
+        if (((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0) continue;
+        for (int j = x; j < x + 32; ++j)
           if (above[j] != here[j]) changes.push_back({j, y});
       }
     }

@@ -27,12 +27,32 @@ struct RawHeadOptions {
   int topk = 100;           // TAO's test_topk_per_image
 };
 
+// A host buffer for output masks, recycled: when the last owner drops it, its (already
+// faulted-in) pages go back to a small process-wide pool that the next frame's masks reuse, so a
+// streaming loop does not pay the kernel for zeroing fresh pages every frame. Move-only.
+class MaskBuffer {
+ public:
+  MaskBuffer() = default;
+  static MaskBuffer allocate(std::size_t bytes);
+  MaskBuffer(MaskBuffer&& other) noexcept;
+  MaskBuffer& operator=(MaskBuffer&& other) noexcept;
+  MaskBuffer(const MaskBuffer&) = delete;
+  MaskBuffer& operator=(const MaskBuffer&) = delete;
+  ~MaskBuffer();
+  std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0, capacity_ = 0;
+};
+
 // Instances of one image at the frame's size. masks holds count * height * width bytes (0/1),
 // C-contiguous, owned here so the binding can hand it to numpy without a copy.
 struct FrameInstances {
   std::int64_t count = 0;
   int height = 0, width = 0;
-  std::unique_ptr<std::uint8_t[]> masks;
+  MaskBuffer masks;
   std::vector<float> scores;               // descending
   std::vector<std::int64_t> labels;        // 0-based model class index
   std::vector<float> boxes;                // count * 4, xyxy, x2 = max column + 1
