@@ -23,15 +23,16 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
     set(_m2f_archs 72 87)
   endif()
 else()
-  # Discrete GPUs: T4 75, A100/A30 80, A2/A10/RTX30 86, L4/L40/RTX40 89, H100 90; PTX of the newest for later GPUs.
+  # Discrete GPUs: T4 75, A100/A30 80, A2/A10/RTX30 86, L4/L40/RTX40 89, H100/H200 90; PTX of the newest
+  # for later GPUs (B200, RTX 50 JIT-compile it). Each architecture adds nvcc time: override to build for one.
   if(_m2f_cuda_major GREATER_EQUAL 13)
     set(_m2f_archs 75 80 86 89 90 120-virtual)
   elseif(_m2f_cuda_major EQUAL 12 AND _m2f_cuda_minor GREATER_EQUAL 8)
     set(_m2f_archs 75 80 86 89 90 120-virtual)
   elseif(_m2f_cuda_major EQUAL 12)
-    set(_m2f_archs 75 80 86 89 90-virtual)
+    set(_m2f_archs 75 80 86 89 90)  # 90 = SASS and PTX: later GPUs JIT the PTX
   else()
-    set(_m2f_archs 72 75 80 86 87-virtual)
+    set(_m2f_archs 70 75 80 86)  # V100 to A10; 86 = SASS and PTX
   endif()
 endif()
 set(CMAKE_CUDA_ARCHITECTURES "${_m2f_archs}" CACHE STRING "CUDA architectures")

@@ -1,9 +1,282 @@
+// m2f_edge._core.tensorrt: the TensorRT engine runner (builds with TensorRT only). Without
+// TensorRT the submodule exists, says so (available = False) and Engine raises ImportError.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#ifdef M2F_WITH_TENSORRT
+#include "bindings/array_view.hpp"
+#include "bindings/cuda_array.hpp"
+#include "tensorrt/trt_pipeline.hpp"
+#include "tensorrt/trt_runner.hpp"
+#endif
 
 namespace py = pybind11;
 
 namespace m2f::bind {
+namespace {
 
-void bind_tensorrt(py::module_& m) { (void)m; }  // TODO(owner of tensorrt): register functions
+#ifdef M2F_WITH_TENSORRT
+
+std::string read_engine_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw py::value_error("argument 'engine': cannot read '" + path + "'");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+py::object to_tuple(const std::vector<std::int64_t>& v) {
+  py::tuple t(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) t[i] = v[i];
+  return std::move(t);
+}
+
+// Owns the runner plus a small pool of output buffers per tensor: a buffer goes back to the pool
+// only when Python no longer holds it (its refcount is the pool's own), so results handed out are
+// never overwritten by a later call.
+class Engine {
+ public:
+  Engine(const std::string& bytes, int dla_core, int device, bool use_cuda_graph)
+      : runner_(bytes.data(), bytes.size(), dla_core, device) {
+    runner_.set_use_cuda_graph(use_cuda_graph);
+  }
+  trt::Runner& runner() { return runner_; }
+
+  py::object output_buffer(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype) {
+    auto& pool = pool_[name];
+    for (auto& held : pool) {
+      const auto& a = held.cast<const DeviceArray&>();
+      if (held.ref_count() == 1 && a.shape() == shape && a.dtype() == dtype) return held;
+    }
+    py::object fresh = py::cast(std::make_shared<DeviceArray>(shape, dtype, mapped_outputs_));
+    if (pool.size() < kPoolSize) pool.push_back(fresh);
+    return fresh;
+  }
+  void set_mapped_outputs(bool mapped) { mapped_outputs_ = mapped; }
+
+ private:
+  static constexpr std::size_t kPoolSize = 3;
+  trt::Runner runner_;
+  std::map<std::string, std::vector<py::object>> pool_;
+  bool mapped_outputs_ = false;
+};
+
+cudaStream_t stream_handle(const py::object& stream) {
+  if (stream.is_none()) return nullptr;
+  if (py::hasattr(stream, "handle")) return reinterpret_cast<cudaStream_t>(stream.attr("handle").cast<std::uintptr_t>());
+  return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
+}
+
+void bind_engine(py::module_& t) {
+  py::register_exception<trt::TensorRTError>(t, "TensorRTError", PyExc_RuntimeError);
+  t.attr("available") = true;
+  t.def("version", &trt::runtime_version, "Version of the TensorRT library loaded at run time.");
+  t.def("header_version", &trt::header_version, "Version of the TensorRT headers the core was compiled with.");
+
+  py::class_<Engine>(t, "Engine",
+                     "A deserialized TensorRT engine and its execution context. engine: the path of a .engine\n"
+                     "file or its bytes. dla_core: run on that DLA core (engines built for DLA). use_cuda_graph:\n"
+                     "replay enqueueV3 from a CUDA graph while shapes and buffers stay the same (falls back to\n"
+                     "eager execution where capture fails).")
+      .def(py::init([](const py::object& engine, int dla_core, int device, bool use_cuda_graph) {
+             // --- types
+             std::string bytes;
+             if (py::isinstance<py::bytes>(engine) || py::isinstance<py::bytearray>(engine) ||
+                 py::isinstance<py::memoryview>(engine)) {
+               bytes = py::bytes(engine).cast<std::string>();
+             } else {
+               bytes = read_engine_file(py::str(engine).cast<std::string>());
+             }
+             // --- sizes
+             if (bytes.empty()) throw py::value_error("argument 'engine': the engine is empty");
+             py::gil_scoped_release release;
+             return new Engine(bytes, dla_core, device, use_cuda_graph);
+           }),
+           py::arg("engine"), py::kw_only(), py::arg("dla_core") = -1, py::arg("device") = 0,
+           py::arg("use_cuda_graph") = false)
+      .def_property_readonly("tensors",
+                             [](Engine& e) {
+                               py::list out;
+                               for (const auto& i : e.runner().tensors()) {
+                                 py::dict d;
+                                 d["name"] = i.name;
+                                 d["mode"] = i.is_input ? "input" : "output";
+                                 d["dtype"] = i.trt_dtype;
+                                 d["shape"] = to_tuple(i.shape);
+                                 if (!i.min_shape.empty()) {
+                                   d["min_shape"] = to_tuple(i.min_shape);
+                                   d["opt_shape"] = to_tuple(i.opt_shape);
+                                   d["max_shape"] = to_tuple(i.max_shape);
+                                 }
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      .def_property_readonly("device_memory_size", [](Engine& e) { return e.runner().device_memory_size(); })
+      .def_property_readonly("cuda_graph_active", [](Engine& e) { return e.runner().graph_active(); })
+      .def("set_mapped_outputs", &Engine::set_mapped_outputs,
+           "Allocate output buffers in mapped host memory (zero-copy on integrated GPUs).")
+      .def(
+          "infer",
+          [](Engine& e, const py::dict& inputs, const py::object& stream_obj, bool synchronize) {
+            cudaStream_t stream = stream_handle(stream_obj);
+            std::vector<BorrowedView> borrowed;
+            for (const auto& info : e.runner().tensors()) {
+              if (!info.is_input) continue;
+              // --- sizes
+              if (!inputs.contains(info.name))
+                throw py::value_error("argument 'inputs': missing input '" + info.name + "'");
+              py::object value = inputs[py::str(info.name)];
+              std::string arg = "inputs['" + info.name + "']";
+              BorrowedView b;
+              if (is_gpu_array(value)) {
+                b = gpu_view_of(value, arg.c_str(), stream);
+              } else {
+                // A host array is copied into a device buffer first (one synchronous copy).
+                py::array host = py::array::ensure(value, py::array::c_style);
+                if (!host) throw py::type_error("argument '" + arg + "': expected a GPU or numpy array");
+                TensorView hv = view_of(host, arg.c_str());
+                auto dev = std::make_shared<DeviceArray>(
+                    std::vector<std::int64_t>(hv.shape.begin(), hv.shape.begin() + hv.ndim), hv.dtype, false);
+                M2F_CUDA_CHECK(cudaMemcpy(dev->device_pointer(), host.data(), dev->nbytes(), cudaMemcpyHostToDevice));
+                b.view = dev->view();
+                b.keep_alive = dev;
+                b.copied_from_host = true;
+              }
+              // --- types
+              if (b.view.dtype != info.dtype)
+                throw py::type_error("argument '" + arg + "': the engine expects " + info.trt_dtype + ", got " +
+                                     dtype_name(b.view.dtype));
+              if (!b.view.is_contiguous())
+                throw py::value_error("argument '" + arg + "': TensorRT needs a C-contiguous array");
+              e.runner().set_input_shape(info.name,
+                                         std::vector<std::int64_t>(b.view.shape.begin(), b.view.shape.begin() + b.view.ndim));
+              e.runner().set_tensor_address(info.name, b.view.data);
+              borrowed.push_back(std::move(b));
+            }
+            py::dict outputs;
+            for (const auto& info : e.runner().tensors()) {
+              if (info.is_input) continue;
+              py::object buffer = e.output_buffer(info.name, e.runner().output_shape(info.name), info.dtype);
+              e.runner().set_tensor_address(info.name, buffer.cast<const DeviceArray&>().device_pointer());
+              outputs[py::str(info.name)] = buffer;
+            }
+            {
+              py::gil_scoped_release release;
+              e.runner().enqueue(stream);
+              if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+            }
+            return outputs;
+          },
+          py::arg("inputs"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
+          "Runs the engine on {input name: GPU or numpy array}. Returns {output name: DeviceArray}; the\n"
+          "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).")
+      .def("take_log", [](Engine& e) { return e.runner().take_log(); },
+           "TensorRT's warnings and errors since the last call.");
+
+  py::class_<trt::Pipeline>(
+      t, "Pipeline",
+      "Frames on the GPU -> preprocess -> engine -> post-process without leaving the device. With\n"
+      "use_cuda_graph, a second call with the same frame buffers captures all three stages in one CUDA\n"
+      "graph and later calls replay it (falls back to eager launches where capture fails). outputs maps\n"
+      "the contract names (pred_masks, pred_scores, pred_classes | pred_logits, pred_masks) to the\n"
+      "engine's output names. The engine's own buffers are reused; results are copied out (masks_to).")
+      .def(py::init([](Engine& engine, const std::string& contract, const std::string& input, const py::dict& outputs,
+                       const std::string& color, const std::string& resize, std::array<float, 3> mean,
+                       std::array<float, 3> stddev, float score_threshold, int max_instances, int no_object_index,
+                       int topk, bool use_cuda_graph) {
+             // --- types
+             trt::PipelineOptions o;
+             if (contract != "deployable" && contract != "raw")
+               throw py::value_error("argument 'contract': expected 'deployable' or 'raw', got '" + contract + "'");
+             o.raw_head = contract == "raw";
+             auto name = [&](const char* key) {
+               return outputs.contains(key) ? outputs[key].cast<std::string>() : std::string(key);
+             };
+             o.input = input;
+             o.masks = name("pred_masks");
+             o.scores = name("pred_scores");
+             o.classes = name("pred_classes");
+             o.class_logits = name("pred_logits");
+             o.mask_logits = name("pred_masks");
+             o.preprocess.color = parse_color_order(color);
+             o.preprocess.resize = parse_resize_mode(resize);
+             o.preprocess.mean = mean;
+             o.preprocess.stddev = stddev;
+             o.selection.score_threshold = score_threshold;
+             o.selection.max_instances = max_instances;
+             o.raw.no_object_index = no_object_index;
+             o.raw.topk = topk;
+             o.use_cuda_graph = use_cuda_graph;
+             return new trt::Pipeline(engine.runner(), o);
+           }),
+           py::arg("engine"), py::arg("contract"), py::kw_only(), py::arg("input"), py::arg("outputs") = py::dict(),
+           py::arg("color") = "bgr", py::arg("resize") = "stretch",
+           py::arg("mean") = std::array<float, 3>{0.485f, 0.456f, 0.406f},
+           py::arg("std") = std::array<float, 3>{0.229f, 0.224f, 0.225f}, py::arg("score_threshold") = 0.5f,
+           py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
+           py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
+      .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def(
+          "run",
+          [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {
+            check_masks_to(masks_to);
+            cudaStream_t stream = stream_handle(stream_obj);
+            py::list items;
+            if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames))
+              items = py::list(frames);
+            else
+              items.append(frames);
+            std::vector<BorrowedView> borrowed;
+            std::vector<TensorView> views;
+            for (std::size_t i = 0; i < items.size(); ++i) {
+              // --- device: frames must already be on the GPU (DeviceArray, mapped memory, CuPy, ...)
+              borrowed.push_back(gpu_view_of(items[i], "frames", stream));
+              views.push_back(borrowed.back().view);
+            }
+            std::vector<ResizeTransform> transforms;
+            {
+              py::gil_scoped_release release;
+              transforms = p.run(views, stream);
+            }
+            py::list results;
+            for (std::size_t b = 0; b < transforms.size(); ++b) {
+              py::dict r = results_to_python(p.workspace(b), stream, masks_to);
+              r["transform"] = py::cast(transforms[b]);
+              results.append(r);
+            }
+            return results;
+          },
+          py::arg("frames"), py::kw_only(), py::arg("stream") = py::none(), py::arg("masks_to") = "host",
+          "Runs the frames ((H, W, C) uint8 GPU arrays) through; one result dict per frame.");
+}
+
+#else
+
+constexpr const char kNoTensorRT[] =
+    "m2f_edge was built without TensorRT: install TensorRT (JetPack ships it; on x86 the TensorRT "
+    "tarball or packages), then reinstall m2f_edge with M2F_CUDA=ON and TENSORRT_ROOT set if it is "
+    "not in a standard place. The onnxruntime backend runs without it.";
+
+void bind_engine(py::module_& t) {
+  t.attr("available") = false;
+  t.attr("unavailable_reason") = kNoTensorRT;
+  t.def("Engine", [](py::args, py::kwargs) -> py::object { throw py::import_error(kNoTensorRT); }, kNoTensorRT);
+  t.def("version", []() -> py::object { return py::none(); }, "None: built without TensorRT.");
+}
+
+#endif
+
+}  // namespace
+
+void bind_tensorrt(py::module_& m) {
+  py::module_ t = m.def_submodule("tensorrt", "TensorRT engine runner (builds with TensorRT)");
+  bind_engine(t);
+}
 
 }  // namespace m2f::bind

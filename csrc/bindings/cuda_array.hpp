@@ -1,0 +1,68 @@
+// GPU arrays at the Python boundary (CUDA builds only): the owning DeviceArray, and views of
+// foreign GPU arrays (CuPy, PyTorch, jetson-utils cudaImage, anything with
+// __cuda_array_interface__ or __dlpack__) taken without a copy.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/array_view.hpp"
+#include "m2f/cuda/buffers.hpp"
+#include "m2f/cuda/ops.hpp"
+#include "m2f/tensor_view.hpp"
+
+namespace m2f::bind {
+namespace py = pybind11;
+
+// Device memory, or on an integrated GPU mapped host memory (the CPU writes it through .numpy(),
+// the GPU reads the same bytes: no cudaMemcpy).
+class DeviceArray {
+ public:
+  DeviceArray(std::vector<std::int64_t> shape, DType dtype, bool mapped);
+  TensorView view() const;
+  const std::vector<std::int64_t>& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+  bool mapped() const { return mapped_; }
+  std::size_t nbytes() const;
+  void* device_pointer() const { return mapped_ ? mapped_buffer_.device() : device_buffer_.data(); }
+  void* host_pointer() const { return mapped_ ? mapped_buffer_.host() : nullptr; }
+
+ private:
+  std::vector<std::int64_t> shape_;
+  DType dtype_;
+  bool mapped_;
+  cuda::DeviceBuffer device_buffer_;
+  cuda::MappedBuffer mapped_buffer_;
+};
+
+// Keeps a borrowed GPU array alive (and, for DLPack, calls its deleter) while the view is used.
+struct BorrowedView {
+  TensorView view;
+  std::shared_ptr<void> keep_alive;
+  bool from_dlpack = false;
+  bool copied_from_host = false;  // a temporary device copy of a numpy array
+};
+
+bool is_gpu_array(const py::handle& obj);
+// A view of a GPU array with no copy. Makes `stream` wait for the producer's stream where the
+// producer names one (CUDA array interface v3 "stream"; DLPack's __dlpack__(stream=...)).
+BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t stream);
+
+py::dict cuda_array_interface(const DeviceArray& array);
+
+// The result dict of a GPU post-processing call (same keys as the CPU functions). masks_to:
+//   "host"   masks (N, H, W) uint8 numpy: one device-to-host copy of the kept masks only;
+//   "packed" masks_packed (N, H, ceil(W / 8)) uint8 numpy as numpy.packbits(axis=-1), and mask_shape:
+//            8x fewer bytes cross to the host (np.unpackbits(..., axis=-1, count=W) restores them);
+//   "device" masks as a DeviceArray (N, H, W) uint8 that stays on the GPU (a device-side copy).
+// Every form is a fresh buffer: the next frame cannot overwrite it. Waits for `stream`.
+py::dict results_to_python(cuda::PostprocessWorkspace& workspace, cudaStream_t stream, const std::string& masks_to);
+void check_masks_to(const std::string& masks_to);
+std::string typestr_of(DType dtype);
+
+}  // namespace m2f::bind

@@ -1,0 +1,139 @@
+#include "tensorrt/trt_pipeline.hpp"
+
+#include <stdexcept>
+
+#include "m2f/cuda/check.hpp"
+
+namespace m2f::trt {
+
+Pipeline::Pipeline(Runner& runner, PipelineOptions options) : runner_(runner), options_(std::move(options)) {
+  const TensorInfo& input = runner_.tensor(options_.input);
+  if (!input.is_input || input.shape.size() != 4 || input.shape[1] != 3 || input.shape[2] <= 0 || input.shape[3] <= 0)
+    throw std::invalid_argument("pipeline: input '" + options_.input + "' must be a (B, 3, H, W) input with fixed H, W");
+  if (input.dtype != DType::float32 && input.dtype != DType::float16)
+    throw std::invalid_argument("pipeline: input '" + options_.input + "' must be float32 or float16");
+  net_height_ = input.shape[2];
+  net_width_ = input.shape[3];
+  const std::vector<std::string> names = options_.raw_head
+                                             ? std::vector<std::string>{options_.class_logits, options_.mask_logits}
+                                             : std::vector<std::string>{options_.masks, options_.scores, options_.classes};
+  for (const auto& t : runner_.tensors())
+    if (!t.is_input) outputs_.push_back(Output{t.name, t.dtype, {}, cuda::DeviceBuffer()});
+  for (const auto& n : names) runner_.tensor(n);  // throws, naming the tensors the engine has
+}
+
+// Shapes and addresses for a batch size; buffers grow to the largest batch seen and then stay put,
+// so that a captured graph keeps pointing at them. The context's shapes and addresses are set on
+// every call: the engine's other users (Engine.infer) may have pointed it elsewhere.
+void Pipeline::bind(std::int64_t batch) {
+  const std::size_t item = dtype_size(runner_.tensor(options_.input).dtype);
+  runner_.set_input_shape(options_.input, {batch, 3, net_height_, net_width_});
+  if (batch != bound_batch_) {
+    // Buffers may move: a graph captured for another batch must never be replayed.
+    graph_exec_ = cuda::GraphExec();
+    graph_ = cuda::CudaGraph();
+    graph_key_.clear();
+    last_key_.clear();
+    input_.ensure(static_cast<std::size_t>(batch * 3 * net_height_ * net_width_) * item);
+    for (auto& o : outputs_) {
+      o.shape = runner_.output_shape(o.name);
+      std::int64_t elements = 1;
+      for (auto d : o.shape) elements *= d < 0 ? 0 : d;
+      o.buffer.ensure(static_cast<std::size_t>(elements) * dtype_size(o.dtype) + 1);
+    }
+    if (workspaces_.size() < static_cast<std::size_t>(batch)) workspaces_.resize(static_cast<std::size_t>(batch));
+    bound_batch_ = batch;
+  }
+  runner_.set_tensor_address(options_.input, input_.data());
+  for (auto& o : outputs_) runner_.set_tensor_address(o.name, o.buffer.data());
+}
+
+TensorView Pipeline::output_item(const std::string& name, std::int64_t b) const {
+  for (const auto& o : outputs_) {
+    if (o.name != name) continue;
+    TensorView v;
+    v.dtype = o.dtype;
+    v.device = Device::cuda;
+    v.ndim = static_cast<int>(o.shape.size()) - 1;
+    std::int64_t stride = static_cast<std::int64_t>(dtype_size(o.dtype));
+    for (int d = v.ndim - 1; d >= 0; --d) {
+      v.shape[d] = o.shape[static_cast<std::size_t>(d + 1)];
+      v.strides[d] = stride;
+      stride *= v.shape[d];
+    }
+    v.data = static_cast<char*>(o.buffer.data()) + b * stride;
+    return v;
+  }
+  throw std::invalid_argument("pipeline: no output '" + name + "'");
+}
+
+void Pipeline::enqueue_all(const std::vector<TensorView>& frames, const std::vector<ResizeTransform>& transforms,
+                           cudaStream_t stream) {
+  const auto batch = static_cast<std::int64_t>(frames.size());
+  const DType input_dtype = runner_.tensor(options_.input).dtype;
+  TensorView tensor = make_view(input_.data(), input_dtype, {batch, 3, net_height_, net_width_}, Device::cuda);
+  cuda::preprocess(frames, tensor, options_.preprocess, stream);
+  runner_.enqueue_eager(stream);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    auto& w = workspaces_[static_cast<std::size_t>(b)];
+    const ResizeTransform& t = transforms[static_cast<std::size_t>(b)];
+    if (options_.raw_head)
+      cuda::enqueue_postprocess_raw(output_item(options_.class_logits, b), output_item(options_.mask_logits, b), t,
+                                    options_.raw, options_.selection, w, stream);
+    else
+      cuda::enqueue_postprocess_deployable(output_item(options_.masks, b), output_item(options_.scores, b),
+                                           output_item(options_.classes, b), t, options_.selection, w, stream);
+  }
+}
+
+std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames, cudaStream_t stream) {
+  if (frames.empty()) throw std::invalid_argument("frames: at least one frame");
+  std::vector<ResizeTransform> transforms;
+  std::vector<std::int64_t> key{static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(stream))};
+  for (const auto& f : frames) {
+    if (f.ndim != 3) throw std::invalid_argument("frames: expected (H, W, C) frames");
+    transforms.push_back(make_transform(options_.preprocess.resize, static_cast<int>(f.shape[0]),
+                                        static_cast<int>(f.shape[1]), static_cast<int>(net_height_),
+                                        static_cast<int>(net_width_)));
+    key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(f.data)));
+    for (int d = 0; d < 3; ++d) {
+      key.push_back(f.shape[d]);
+      key.push_back(f.strides[d]);
+    }
+  }
+  bind(static_cast<std::int64_t>(frames.size()));
+
+  if (graph_exec_ && key == graph_key_) {
+    graph_exec_.launch(stream);
+    return transforms;
+  }
+  // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
+  // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
+  const bool capture = options_.use_cuda_graph && !graph_failed_ && stream != nullptr && key == last_key_;
+  last_key_ = key;
+  if (!capture) {
+    enqueue_all(frames, transforms, stream);
+    return transforms;
+  }
+  graph_exec_ = cuda::GraphExec();
+  graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream); });
+  if (graph_) {
+    try {
+      graph_exec_ = graph_.instantiate();
+      graph_key_ = key;
+    } catch (const CudaError&) {
+      graph_exec_ = cuda::GraphExec();
+    }
+  }
+  if (!graph_exec_) {
+    graph_failed_ = true;
+    graph_ = cuda::CudaGraph();
+    runner_.take_log();
+    enqueue_all(frames, transforms, stream);
+    return transforms;
+  }
+  graph_exec_.launch(stream);
+  return transforms;
+}
+
+}  // namespace m2f::trt

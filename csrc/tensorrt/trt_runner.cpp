@@ -1,0 +1,291 @@
+#include "trt_runner.hpp"
+
+#include <NvInfer.h>
+#include <NvInferPlugin.h>
+
+#include <mutex>
+#include <sstream>
+
+#include "m2f/cuda/buffers.hpp"
+#include "m2f/cuda/check.hpp"
+
+namespace m2f::trt {
+namespace {
+
+// Keeps warnings and errors so an exception can carry TensorRT's own explanation.
+class CapturingLogger : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override {
+    if (severity > Severity::kWARNING) return;
+    try {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (lines_.size() < 64) lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") +
+                                               std::string(message));
+    } catch (...) {
+    }
+  }
+  std::string take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::string all;
+    for (const auto& l : lines_) all += (all.empty() ? "" : "\n") + l;
+    lines_.clear();
+    return all;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+// TensorRT objects are released with delete from 8.0 on (destroy() is gone in 10).
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const noexcept {
+    delete p;
+  }
+};
+template <typename T>
+using Owned = std::unique_ptr<T, Deleter>;
+
+std::string version_string(std::int32_t v) {
+  // 8.x encodes major*1000 + minor*100 + patch, 10.x and later major*10000 + minor*100 + patch.
+  int major = v >= 100000 ? v / 10000 : v / 1000;
+  int minor = (v / 100) % (v >= 100000 ? 100 : 10);
+  int patch = v % 100;
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+bool to_dtype(nvinfer1::DataType t, DType* out, std::string* name) {
+  switch (t) {
+    case nvinfer1::DataType::kFLOAT: *name = "float32"; *out = DType::float32; return true;
+    case nvinfer1::DataType::kHALF: *name = "float16"; *out = DType::float16; return true;
+    case nvinfer1::DataType::kINT32: *name = "int32"; *out = DType::int32; return true;
+    case nvinfer1::DataType::kBOOL: *name = "bool"; *out = DType::boolean; return true;
+#if NV_TENSORRT_MAJOR > 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR >= 6)  // kUINT8: documented from 8.6
+    case nvinfer1::DataType::kUINT8: *name = "uint8"; *out = DType::uint8; return true;
+#endif
+    case nvinfer1::DataType::kINT8: *name = "int8"; return false;
+#if NV_TENSORRT_MAJOR >= 10
+    case nvinfer1::DataType::kINT64: *name = "int64"; *out = DType::int64; return true;
+#endif
+    default: *name = "unsupported"; return false;
+  }
+}
+
+std::vector<std::int64_t> to_vector(const nvinfer1::Dims& d) {
+  std::vector<std::int64_t> v;
+  for (int i = 0; i < d.nbDims; ++i) v.push_back(static_cast<std::int64_t>(d.d[i]));
+  return v;
+}
+
+std::string shape_text(const std::vector<std::int64_t>& s) {
+  std::ostringstream o;
+  o << "(";
+  for (std::size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << ")";
+  return o.str();
+}
+
+// The plugin library keeps the logger it was initialised with for the life of the process.
+CapturingLogger& plugin_logger() {
+  static CapturingLogger* logger = new CapturingLogger();  // never destroyed: plugins may log at exit
+  return *logger;
+}
+std::once_flag plugins_once;
+bool plugins_ok = false;
+
+std::size_t engine_device_memory(const nvinfer1::ICudaEngine& engine) {
+#if NV_TENSORRT_MAJOR >= 11
+  return static_cast<std::size_t>(engine.getDeviceMemorySizeV2());
+#else
+  return engine.getDeviceMemorySize();
+#endif
+}
+
+}  // namespace
+
+struct Runner::Impl {
+  CapturingLogger logger;
+  Owned<nvinfer1::IRuntime> runtime;
+  Owned<nvinfer1::ICudaEngine> engine;
+  Owned<nvinfer1::IExecutionContext> context;
+  // What the current graph was captured for: every tensor's address and shape, and the stream.
+  std::vector<std::pair<void*, std::vector<std::int64_t>>> bound;
+  std::vector<std::pair<void*, std::vector<std::int64_t>>> graph_bound;
+  cudaStream_t graph_stream = nullptr;
+  int eager_runs_with_bound = 0;
+  bool graph_failed = false;
+  cuda::CudaGraph graph;
+  cuda::GraphExec graph_exec;
+
+  [[noreturn]] void fail(const std::string& what) {
+    std::string log = logger.take();
+    throw TensorRTError(what + (log.empty() ? "" : "\nTensorRT said:\n" + log));
+  }
+};
+
+Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
+    : impl_(std::make_unique<Impl>()), device_(device) {
+  M2F_CUDA_CHECK(cudaSetDevice(device));
+  // The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT, which lives in the stock plugin
+  // library: register it before deserializing or the engine will not load.
+  std::call_once(plugins_once, [] { plugins_ok = initLibNvInferPlugins(&plugin_logger(), ""); });
+  if (!plugins_ok)
+    impl_->fail("could not initialise TensorRT's plugin library (libnvinfer_plugin): " + plugin_logger().take());
+
+  impl_->runtime.reset(nvinfer1::createInferRuntime(impl_->logger));
+  if (!impl_->runtime) impl_->fail("could not create the TensorRT runtime");
+  if (dla_core >= 0) {
+    if (dla_core >= impl_->runtime->getNbDLACores())
+      impl_->fail("dla_core " + std::to_string(dla_core) + " requested but this device has " +
+                  std::to_string(impl_->runtime->getNbDLACores()) + " DLA cores");
+    impl_->runtime->setDLACore(dla_core);
+  }
+  impl_->engine.reset(impl_->runtime->deserializeCudaEngine(engine, size));
+  if (!impl_->engine) {
+    impl_->fail("could not load the TensorRT engine (TensorRT " + runtime_version() +
+                " loaded). An engine only runs with the TensorRT version and the GPU model it was built "
+                "with; rebuild it on this machine (m2f-edge build MODEL.onnx). A missing plugin or too "
+                "little GPU memory are the other usual reasons.");
+  }
+  impl_->context.reset(impl_->engine->createExecutionContext());
+  if (!impl_->context)
+    impl_->fail("could not create a TensorRT execution context (often: not enough GPU memory for " +
+                std::to_string(engine_device_memory(*impl_->engine) >> 20) + " MiB of activations)");
+
+  const int count = impl_->engine->getNbIOTensors();
+  for (int i = 0; i < count; ++i) {
+    TensorInfo info;
+    info.name = impl_->engine->getIOTensorName(i);
+    const char* name = info.name.c_str();
+    info.is_input = impl_->engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT;
+    if (!to_dtype(impl_->engine->getTensorDataType(name), &info.dtype, &info.trt_dtype))
+      impl_->fail("tensor '" + info.name + "' has TensorRT type " + info.trt_dtype + ", which m2f_edge cannot feed");
+    info.shape = to_vector(impl_->engine->getTensorShape(name));
+    if (info.is_input && impl_->engine->getNbOptimizationProfiles() > 0) {
+      info.min_shape = to_vector(impl_->engine->getProfileShape(name, 0, nvinfer1::OptProfileSelector::kMIN));
+      info.opt_shape = to_vector(impl_->engine->getProfileShape(name, 0, nvinfer1::OptProfileSelector::kOPT));
+      info.max_shape = to_vector(impl_->engine->getProfileShape(name, 0, nvinfer1::OptProfileSelector::kMAX));
+    }
+    tensors_.push_back(std::move(info));
+  }
+}
+
+Runner::~Runner() = default;
+
+const TensorInfo& Runner::tensor(const std::string& name) const {
+  for (const auto& t : tensors_)
+    if (t.name == name) return t;
+  std::string names;
+  for (const auto& t : tensors_) names += (names.empty() ? "" : ", ") + t.name;
+  throw std::invalid_argument("the engine has no tensor '" + name + "' (it has: " + names + ")");
+}
+
+std::size_t Runner::device_memory_size() const { return engine_device_memory(*impl_->engine); }
+
+void Runner::set_input_shape(const std::string& name, const std::vector<std::int64_t>& shape) {
+  const TensorInfo* info = &tensor(name);
+  if (!info->is_input) throw std::invalid_argument("'" + name + "' is an output of the engine, not an input");
+  bool dynamic = false;
+  for (auto d : info->shape) dynamic = dynamic || d < 0;
+  if (!dynamic) {  // static input: nothing to tell TensorRT, only check
+    if (shape != info->shape)
+      throw std::invalid_argument("input '" + name + "': the engine takes shape " + shape_text(info->shape) +
+                                  ", got " + shape_text(shape));
+    return;
+  }
+  if (!info->min_shape.empty()) {
+    bool fits = shape.size() == info->min_shape.size();
+    for (std::size_t i = 0; fits && i < shape.size(); ++i)
+      fits = shape[i] >= info->min_shape[i] && shape[i] <= info->max_shape[i];
+    if (!fits)
+      throw std::invalid_argument("input '" + name + "': shape " + shape_text(shape) +
+                                  " is outside the engine's optimisation profile " + shape_text(info->min_shape) +
+                                  " .. " + shape_text(info->max_shape) +
+                                  " (rebuild the engine with a wider --batch MIN:OPT:MAX)");
+  }
+  nvinfer1::Dims dims{};
+  dims.nbDims = static_cast<int>(shape.size());
+  for (std::size_t i = 0; i < shape.size(); ++i) dims.d[i] = static_cast<decltype(dims.d[0] + 0)>(shape[i]);
+  if (!impl_->context->setInputShape(name.c_str(), dims))
+    impl_->fail("TensorRT refused shape " + shape_text(shape) + " for input '" + name + "'");
+}
+
+std::vector<std::int64_t> Runner::output_shape(const std::string& name) const {
+  tensor(name);
+  return to_vector(impl_->context->getTensorShape(name.c_str()));
+}
+
+void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
+  if (!impl_->context->setTensorAddress(name.c_str(), device_pointer))
+    impl_->fail("TensorRT refused the address for tensor '" + name + "' (wrong name or misaligned pointer)");
+}
+
+void Runner::enqueue(cudaStream_t stream) {
+  Impl& im = *impl_;
+  if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  if (!use_graph_ || im.graph_failed || stream == nullptr) {  // the legacy stream cannot be captured
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  im.bound.clear();
+  for (const auto& t : tensors_)
+    im.bound.emplace_back(const_cast<void*>(im.context->getTensorAddress(t.name.c_str())),
+                          to_vector(im.context->getTensorShape(t.name.c_str())));
+  if (im.graph_exec && im.bound == im.graph_bound && stream == im.graph_stream) {
+    im.graph_exec.launch(stream);
+    return;
+  }
+  if (im.bound != im.graph_bound || stream != im.graph_stream) {
+    im.graph_exec = cuda::GraphExec();
+    im.graph = cuda::CudaGraph();
+    im.graph_bound = im.bound;
+    im.graph_stream = stream;
+    im.eager_runs_with_bound = 0;
+  }
+  // TensorRT allocates and tunes on the first enqueue after a shape change: run it eagerly once.
+  if (im.eager_runs_with_bound == 0) {
+    ++im.eager_runs_with_bound;
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  bool enqueued = true;
+  im.graph = cuda::capture_graph(stream, [&] { enqueued = im.context->enqueueV3(stream); });
+  if (im.graph && enqueued) {
+    try {
+      im.graph_exec = im.graph.instantiate();
+    } catch (const CudaError&) {
+      im.graph_exec = cuda::GraphExec();
+    }
+  }
+  if (!im.graph_exec) {
+    im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
+    im.graph = cuda::CudaGraph();
+    im.logger.take();
+    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    return;
+  }
+  im.graph_exec.launch(stream);
+}
+
+void Runner::enqueue_eager(cudaStream_t stream) {
+  if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
+  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+}
+
+bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }
+
+std::string Runner::take_log() {
+  std::string plugin_log = plugin_logger().take();
+  std::string log = impl_->logger.take();
+  return plugin_log.empty() ? log : plugin_log + (log.empty() ? "" : "\n" + log);
+}
+
+std::string runtime_version() { return version_string(getInferLibVersion()); }
+
+std::string header_version() {
+  return std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
+         std::to_string(NV_TENSORRT_PATCH);
+}
+
+}  // namespace m2f::trt

@@ -1,0 +1,79 @@
+// Runs a serialized TensorRT engine by tensor name (enqueueV3): the one API present from TensorRT 8.5
+// to 11. Knows nothing of Python; compiled only where TensorRT was found.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "m2f/tensor_view.hpp"
+
+namespace m2f::trt {
+
+// Thrown with TensorRT's own log lines attached, so the reason (version mismatch, engine built for
+// another GPU, missing plugin, out of memory) reaches the user.
+class TensorRTError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TensorInfo {
+  std::string name;
+  bool is_input = false;
+  DType dtype = DType::float32;
+  std::string trt_dtype;                 // TensorRT's name, also for types m2f::DType lacks
+  std::vector<std::int64_t> shape;       // -1 where dynamic
+  std::vector<std::int64_t> min_shape;   // inputs: optimisation profile 0
+  std::vector<std::int64_t> opt_shape;
+  std::vector<std::int64_t> max_shape;
+};
+
+class Runner {
+ public:
+  // engine: the serialized engine bytes. dla_core >= 0 runs on that DLA core (the engine must have
+  // been built for DLA). device: the CUDA device the engine is deserialized on.
+  Runner(const void* engine, std::size_t size, int dla_core = -1, int device = 0);
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
+  const TensorInfo& tensor(const std::string& name) const;
+  std::size_t device_memory_size() const;
+  int device() const noexcept { return device_; }
+
+  // Shapes for a dynamic input; checked against the profile with a message naming the tensor.
+  void set_input_shape(const std::string& name, const std::vector<std::int64_t>& shape);
+  // Valid after every input shape is set.
+  std::vector<std::int64_t> output_shape(const std::string& name) const;
+  void set_tensor_address(const std::string& name, void* device_pointer);
+  // With graphs enabled, a call whose shapes and addresses match the previous one replays a CUDA
+  // graph captured from enqueueV3 (the first call with new shapes or addresses runs eagerly, the
+  // second captures). Capture failure, or an engine that cannot be captured, falls back to eager
+  // enqueueV3 for good.
+  void enqueue(cudaStream_t stream);
+  void set_use_cuda_graph(bool use) noexcept { use_graph_ = use; }
+  // enqueueV3 and nothing else: for callers that capture a larger graph themselves.
+  void enqueue_eager(cudaStream_t stream);
+  bool graph_active() const noexcept;
+  // The TensorRT log lines of warning level and above seen since the last call.
+  std::string take_log();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<TensorInfo> tensors_;
+  int device_ = 0;
+  bool use_graph_ = false;
+};
+
+// The version of the TensorRT library loaded at run time ("major.minor.patch"); compared with the
+// headers' version to explain "engine built with another TensorRT" errors.
+std::string runtime_version();
+std::string header_version();
+
+}  // namespace m2f::trt

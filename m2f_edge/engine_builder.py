@@ -1,0 +1,499 @@
+"""Building TensorRT engines from ONNX models, and the engine cache.
+
+`build_engine()` runs TensorRT's Python builder: FP16, a batch MIN:OPT:MAX optimisation profile,
+a workspace limit, DLA with GPU fallback, a timing cache, and TAO's FP32 layers kept in FP32
+(precision constraints by layer-name match, as TAO's own engine builder does).
+
+`cached_engine()` is what ``Segmenter("model.onnx", backend="tensorrt")`` uses: it returns an
+engine built for exactly this ONNX file (sha256), this TensorRT version, this GPU (or DLA core),
+this precision and this batch range, building it when needed. Each engine has a JSON sidecar
+(``<engine>.json``) holding that metadata; an engine whose sidecar is missing or disagrees with the
+machine it is about to run on is rebuilt, never loaded (TensorRT engines are tied to the TensorRT
+version and the GPU model they were built with).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("m2f_edge")
+
+# Layers TAO builds in FP32 even in an FP16 engine (its mask2former engine builder): matched by prefix.
+TAO_FP32_LAYERS = (
+    "/sem_seg_head/predictor/transformer_cross_attention_layers",
+    "/post_processor/Div",
+    "/post_processor/ReduceSum",
+    "/post_processor/Add",
+)
+
+SIDECAR_FORMAT = 1
+SIDECAR_SUFFIX = ".json"
+CACHE_ENV = "M2F_ENGINE_CACHE"
+
+
+class TensorRTUnavailableError(ImportError):
+    """TensorRT's Python package (needed to build engines) is not installed."""
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse the model or build the engine."""
+
+
+class BuildOptions:
+    """What an engine is built with. batch: (min, opt, max) for a dynamic batch dimension, or None
+    to use the model's static batch. workspace_mib: builder workspace limit (None = TensorRT's
+    default). dla_core: build for that DLA core (Jetson Xavier/Orin) with GPU fallback when asked.
+    fp32_layers: name prefixes of layers kept in FP32 when fp16 is on."""
+
+    def __init__(self, fp16: bool = True, batch: Optional[Tuple[int, int, int]] = None,
+                 workspace_mib: Optional[int] = None, dla_core: Optional[int] = None, gpu_fallback: bool = False,
+                 timing_cache: Optional[str] = None, fp32_layers: Sequence[str] = TAO_FP32_LAYERS):
+        if batch is not None:
+            batch = check_batch(batch)
+        if workspace_mib is not None and int(workspace_mib) <= 0:
+            raise ValueError("workspace: expected a positive number of MiB, got {}".format(workspace_mib))
+        if dla_core is not None and int(dla_core) < 0:
+            raise ValueError("dla: expected a DLA core index >= 0, got {}".format(dla_core))
+        if gpu_fallback and dla_core is None:
+            raise ValueError("gpu_fallback only applies to DLA builds: give a DLA core (--dla N)")
+        self.fp16 = bool(fp16)
+        self.batch = batch
+        self.workspace_mib = None if workspace_mib is None else int(workspace_mib)
+        self.dla_core = None if dla_core is None else int(dla_core)
+        self.gpu_fallback = bool(gpu_fallback)
+        self.timing_cache = timing_cache
+        self.fp32_layers = tuple(fp32_layers)
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "fp32"
+
+    def __repr__(self) -> str:
+        return "BuildOptions(precision={}, batch={}, workspace_mib={}, dla_core={}, gpu_fallback={})".format(
+            self.precision, self.batch, self.workspace_mib, self.dla_core, self.gpu_fallback)
+
+
+def check_batch(batch: Sequence[int]) -> Tuple[int, int, int]:
+    values = tuple(int(b) for b in batch)
+    if len(values) != 3 or not (1 <= values[0] <= values[1] <= values[2]):
+        raise ValueError("batch: expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {}".format(
+            ":".join(str(b) for b in batch)))
+    return values  # type: ignore[return-value]
+
+
+def parse_batch(text: str) -> Tuple[int, int, int]:
+    """'1:4:8' -> (1, 4, 8); '4' -> (4, 4, 4)."""
+    parts = str(text).split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError("batch: expected MIN:OPT:MAX integers such as 1:4:8, got '{}'".format(text)) from None
+    if len(numbers) == 1:
+        numbers = numbers * 3
+    return check_batch(numbers)
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def import_tensorrt():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        raise TensorRTUnavailableError(
+            "building a TensorRT engine needs TensorRT's Python package ('import tensorrt' failed: {}). On Jetson it "
+            "comes with JetPack (python3-libnvinfer); on x86 install TensorRT for your CUDA version. The ONNX model "
+            "runs without it through ONNX Runtime: Segmenter('model.onnx', backend='onnxruntime')".format(exc)) from exc
+    return tensorrt
+
+
+def tensorrt_version() -> Optional[str]:
+    """The TensorRT version engines are built and run with here: the core's runtime library when
+    m2f_edge was built with TensorRT, else the Python package's; None when neither is present."""
+    try:
+        from . import _core
+
+        if getattr(_core.tensorrt, "available", False):
+            return _major_minor_patch(_core.tensorrt.version())
+    except ImportError:
+        pass
+    try:
+        import tensorrt
+
+        return _major_minor_patch(tensorrt.__version__)
+    except ImportError:
+        return None
+
+
+def _major_minor_patch(version: Any) -> str:
+    # The Python package says e.g. 10.3.0.26, the C++ library 10.3.0: engines depend on the first three.
+    return ".".join(str(version).split(".")[:3])
+
+
+def target_device(dla_core: Optional[int] = None) -> Dict[str, Any]:
+    """The device an engine is built for: GPU name and compute capability (from the core), DLA core."""
+    name, capability = None, None
+    try:
+        from . import _core
+
+        info = _core.build_info()
+        name = info.get("gpu_name")
+        cc = info.get("gpu_compute_capability")
+        capability = "{}.{}".format(cc[0], cc[1]) if cc else None
+    except ImportError:
+        pass
+    return {"gpu_name": name, "compute_capability": capability, "dla_core": dla_core}
+
+
+def engine_metadata(onnx_sha256: str, trt_version: Optional[str], device: Dict[str, Any],
+                    options: BuildOptions) -> Dict[str, Any]:
+    """What makes two engines interchangeable; the cache key is the hash of exactly this."""
+    return {
+        "onnx_sha256": onnx_sha256,
+        "tensorrt_version": trt_version,
+        "device": {"gpu_name": device.get("gpu_name"), "compute_capability": device.get("compute_capability"),
+                   "dla_core": device.get("dla_core")},
+        "precision": options.precision,
+        "batch": list(options.batch) if options.batch else None,
+        "fp32_layers": list(options.fp32_layers) if options.fp16 else [],
+        "gpu_fallback": options.gpu_fallback if options.dla_core is not None else False,
+    }
+
+
+def cache_key(metadata: Dict[str, Any]) -> str:
+    canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sidecar_path(engine_path: str) -> str:
+    return os.fspath(engine_path) + SIDECAR_SUFFIX
+
+
+def write_sidecar(engine_path: str, metadata: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> str:
+    record = {"format": SIDECAR_FORMAT, "key": cache_key(metadata), "metadata": metadata,
+              "engine_sha256": file_sha256(engine_path), "engine_bytes": os.path.getsize(engine_path)}
+    try:
+        from . import __version__
+
+        record["m2f_edge_version"] = __version__
+    except ImportError:
+        pass
+    record["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if extra:
+        record.update(extra)
+    path = sidecar_path(engine_path)
+    _atomic_write(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return path
+
+
+def read_sidecar(engine_path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(sidecar_path(engine_path), "r", encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def engine_staleness(engine_path: str, metadata: Dict[str, Any]) -> Optional[str]:
+    """None when the engine at engine_path was built for `metadata`; otherwise why it must be rebuilt."""
+    if not os.path.isfile(engine_path):
+        return "no engine file"
+    record = read_sidecar(engine_path)
+    if record is None:
+        return "no readable sidecar {}".format(sidecar_path(engine_path))
+    if record.get("format") != SIDECAR_FORMAT:
+        return "sidecar format {} (expected {})".format(record.get("format"), SIDECAR_FORMAT)
+    if record.get("key") != cache_key(metadata):
+        old = record.get("metadata") or {}
+        changed = sorted(k for k in set(old) | set(metadata) if old.get(k) != metadata.get(k))
+        return "built for a different {}".format(", ".join(changed) or "configuration")
+    if record.get("engine_bytes") != os.path.getsize(engine_path) or record.get("engine_sha256") != file_sha256(
+            engine_path):
+        return "engine file does not match its sidecar (modified or truncated)"
+    return None
+
+
+def default_cache_dir() -> str:
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return root
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "m2f_edge", "engines")
+
+
+def cached_engine(onnx_path: str, options: Optional[BuildOptions] = None, cache_dir: Optional[str] = None,
+                  builder: Optional[Callable[[str, str, BuildOptions], Any]] = None, progress: bool = True) -> str:
+    """Path of an engine built from onnx_path with options for this machine, building it if the cache
+    has none or only a stale one. builder(onnx_path, engine_path, options) defaults to build_engine."""
+    options = options or BuildOptions()
+    onnx_path = os.fspath(onnx_path)
+    if not os.path.isfile(onnx_path):
+        raise FileNotFoundError("model: no such file: '{}'".format(onnx_path))
+    trt_version = tensorrt_version()
+    if trt_version is None and builder is None:
+        import_tensorrt()  # raises the explanatory TensorRTUnavailableError
+    metadata = engine_metadata(file_sha256(onnx_path), trt_version, target_device(options.dla_core), options)
+    key = cache_key(metadata)
+    directory = cache_dir or default_cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    engine_path = os.path.join(directory, "{}-{}-{}.engine".format(stem, options.precision, key[:16]))
+    reason = engine_staleness(engine_path, metadata)
+    if reason is None:
+        log.info("using cached TensorRT engine %s", engine_path)
+        return engine_path
+    if os.path.exists(engine_path):
+        log.info("rebuilding TensorRT engine %s: %s", engine_path, reason)
+    else:
+        log.info("building a TensorRT engine for %s (first use on this machine; cached in %s)", onnx_path, directory)
+    build = builder or (lambda src, dst, opts: build_engine(src, dst, opts, progress=progress))
+    build(onnx_path, engine_path, options)
+    write_sidecar(engine_path, metadata)
+    return engine_path
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---- the TensorRT builder ---------------------------------------------------------------------
+
+
+class _Spinner:
+    """Elapsed-time display for TensorRT versions without IProgressMonitor."""
+
+    def __init__(self, stream=None, label: str = "building TensorRT engine"):
+        self.stream = stream or sys.stderr
+        self.label = label
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = time.monotonic()
+
+    def _run(self):
+        frames = "|/-\\"
+        i = 0
+        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        while not self._stop.wait(0.25 if interactive else 30.0):
+            elapsed = time.monotonic() - self._start
+            if interactive:
+                self.stream.write("\r{} {} {:.0f} s".format(frames[i % 4], self.label, elapsed))
+            else:
+                self.stream.write("{}: {:.0f} s\n".format(self.label, elapsed))
+            self.stream.flush()
+            i += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.stream.write("\r{}: done in {:.0f} s\n".format(self.label, time.monotonic() - self._start))
+        self.stream.flush()
+
+
+def _progress_monitor_class(trt):
+    """A TensorRT IProgressMonitor that prints phase progress (TensorRT >= 10 has the interface)."""
+
+    class ProgressMonitor(trt.IProgressMonitor):
+        def __init__(self, stream=None):
+            trt.IProgressMonitor.__init__(self)
+            self.stream = stream or sys.stderr
+            self.lock = threading.Lock()
+            self.phases = {}  # name -> [step, total, depth]
+            self.start = time.monotonic()
+            self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            with self.lock:
+                depth = self.phases[parent_phase][2] + 1 if parent_phase in self.phases else 0
+                self.phases[phase_name] = [0, num_steps, depth]
+                if depth == 0 or not self.interactive:
+                    self._show(phase_name)
+
+        def step_complete(self, phase_name, step):
+            with self.lock:
+                if phase_name in self.phases:
+                    self.phases[phase_name][0] = step + 1
+                    if self.interactive:
+                        self._show(phase_name)
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            with self.lock:
+                self.phases.pop(phase_name, None)
+
+        def _show(self, phase_name):
+            step, total, depth = self.phases[phase_name]
+            text = "[{:5.0f} s] {}{} {}/{}".format(time.monotonic() - self.start, "  " * depth, phase_name, step, total)
+            self.stream.write(("\r" + text[:100].ljust(100)) if self.interactive else text + "\n")
+            self.stream.flush()
+
+    return ProgressMonitor
+
+
+def mark_fp32_layers(network, trt, prefixes: Iterable[str]) -> List[str]:
+    """Constrain layers whose names start with one of `prefixes` to FP32; returns their names."""
+    prefixes = tuple(prefixes)
+    floating = (trt.float32, trt.float16)
+    marked = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not any(layer.name.startswith(p) for p in prefixes):
+            continue
+        outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floating]
+        if not outputs:
+            continue  # shape or integer layers have no precision to keep
+        layer.precision = trt.float32
+        for j in outputs:
+            layer.set_output_type(j, trt.float32)
+        marked.append(layer.name)
+    return marked
+
+
+def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
+                 progress: bool = True) -> Dict[str, Any]:
+    """Build a TensorRT engine from onnx_path into engine_path (written atomically). Returns a dict
+    of what was done (fp32 layers marked, profile, seconds). Raises TensorRTUnavailableError without
+    TensorRT and EngineBuildError when TensorRT fails, with its messages."""
+    options = options or BuildOptions()
+    trt = import_tensorrt()
+    major = int(str(trt.__version__).split(".")[0])
+    logger = trt.Logger(trt.Logger.WARNING)
+    # The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT from the stock plugin library.
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    flags = 0
+    if major < 10:  # explicit batch is the only mode from TensorRT 10 on
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if hasattr(parser, "parse_from_file"):
+        parsed = parser.parse_from_file(os.fspath(onnx_path))  # resolves external weight files too
+    else:
+        with open(onnx_path, "rb") as f:
+            parsed = parser.parse(f.read())
+    if not parsed:
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        hint = ""
+        if any("MultiscaleDeformableAttn" in e for e in errors):
+            hint = ("\nThe model needs TensorRT's MultiscaleDeformableAttnPlugin_TRT (libnvinfer_plugin, TensorRT >= 8.5). "
+                    "Check that libnvinfer_plugin is installed and matches this TensorRT.")
+        raise EngineBuildError("TensorRT could not parse '{}':\n  {}{}".format(onnx_path, "\n  ".join(errors), hint))
+
+    config = builder.create_builder_config()
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    marked = []  # type: List[str]
+    if options.fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
+            log.warning("this GPU has no fast FP16; building FP16 anyway as asked")
+        config.set_flag(trt.BuilderFlag.FP16)
+        marked = mark_fp32_layers(network, trt, options.fp32_layers)
+        if marked:
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        log.info("kept %d layers in FP32 (TAO's precision constraints)", len(marked))
+
+    profile_shapes = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shape = tuple(tensor.shape)
+        if any(d < 0 for d in shape[1:]):
+            raise EngineBuildError("input '{}' has shape {} with dynamic dimensions besides the batch; export the "
+                                   "model with a fixed height and width".format(tensor.name, shape))
+        if shape and shape[0] < 0:
+            lo, opt, hi = options.batch or (1, 1, 1)
+            rest = shape[1:]
+            profile_shapes[tensor.name] = ((lo,) + rest, (opt,) + rest, (hi,) + rest)
+        elif options.batch is not None and options.batch != (shape[0],) * 3:
+            raise EngineBuildError("input '{}' has a static batch of {}; --batch {} needs a model exported with a "
+                                   "dynamic batch dimension".format(tensor.name, shape[0],
+                                                                    ":".join(map(str, options.batch))))
+    if profile_shapes:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile_shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+
+    if options.dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise EngineBuildError("--dla {} asked, but this device has no DLA cores (Jetson Xavier and Orin have "
+                                   "them; Thor and discrete GPUs do not)".format(options.dla_core))
+        if options.dla_core >= builder.num_DLA_cores:
+            raise EngineBuildError("--dla {}: this device has {} DLA cores".format(options.dla_core,
+                                                                                   builder.num_DLA_cores))
+        if not options.fp16:
+            raise EngineBuildError("DLA runs FP16 or INT8 only: add --fp16")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        if options.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    timing_cache = None
+    if options.timing_cache:
+        data = b""
+        if os.path.isfile(options.timing_cache):
+            with open(options.timing_cache, "rb") as f:
+                data = f.read()
+        timing_cache = config.create_timing_cache(data)
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+
+    start = time.monotonic()
+    if progress and hasattr(trt, "IProgressMonitor"):
+        monitor = _progress_monitor_class(trt)()
+        config.progress_monitor = monitor
+        serialized = builder.build_serialized_network(network, config)
+        sys.stderr.write("\n")
+    elif progress:
+        with _Spinner():
+            serialized = builder.build_serialized_network(network, config)
+    else:
+        serialized = builder.build_serialized_network(network, config)
+    seconds = time.monotonic() - start
+    if serialized is None:
+        raise EngineBuildError("TensorRT failed to build an engine from '{}' (see its messages above); usual causes: "
+                               "too small a --workspace, an unsupported layer, or DLA without --gpu-fallback".format(
+                                   onnx_path))
+    _atomic_write(os.fspath(engine_path), bytes(serialized))
+    if options.timing_cache:
+        cache = config.get_timing_cache()
+        if cache is not None:
+            _atomic_write(options.timing_cache, bytes(cache.serialize()))
+    log.info("built %s in %.0f s", engine_path, seconds)
+    return {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
+            "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
+
+
+def build_with_sidecar(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
+                       progress: bool = True) -> Dict[str, Any]:
+    """build_engine, then the sidecar that lets the cache and the TensorRT backend check the engine."""
+    options = options or BuildOptions()
+    report = build_engine(onnx_path, engine_path, options, progress=progress)
+    metadata = engine_metadata(file_sha256(onnx_path), tensorrt_version() or report.get("tensorrt_version"),
+                               target_device(options.dla_core), options)
+    write_sidecar(engine_path, metadata, extra={"build": report})
+    return report

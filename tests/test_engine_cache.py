@@ -1,0 +1,615 @@
+"""The TensorRT engine cache, its sidecar and staleness rules, `m2f-edge build` errors without
+TensorRT, and what a CUDA build says on a machine without a GPU. Runs everywhere (no TensorRT, no GPU)."""
+
+import io
+import json
+import os
+import sys
+from contextlib import redirect_stderr
+
+import numpy as np
+import pytest
+
+from m2f_edge import _core, engine_builder as eb
+
+HAVE_TENSORRT_PY = True
+try:
+    import tensorrt  # noqa: F401
+except ImportError:
+    HAVE_TENSORRT_PY = False
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def _fake_builder(calls):
+    """Stands in for TensorRT: writes an 'engine' that records which ONNX bytes it came from."""
+
+    def build(onnx_path, engine_path, options):
+        calls.append((onnx_path, engine_path, options.precision, options.batch))
+        with open(onnx_path, "rb") as f:
+            source = f.read()
+        _write(engine_path, b"ENGINE:" + source + b":" + options.precision.encode())
+
+    return build
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A pretend machine: TensorRT 10.3.0 on an Orin; tests change it to see what gets rebuilt."""
+    state = {"trt": "10.3.0", "gpu": {"gpu_name": "Orin", "compute_capability": "8.7"}}
+    monkeypatch.setattr(eb, "tensorrt_version", lambda: state["trt"])
+    monkeypatch.setattr(eb, "target_device", lambda dla_core=None: dict(state["gpu"], dla_core=dla_core))
+    return state
+
+
+# ---- batch parsing and options --------------------------------------------------------------------
+
+
+def test_parse_batch_forms():
+    assert eb.parse_batch("1:4:8") == (1, 4, 8)
+    assert eb.parse_batch("4") == (4, 4, 4)
+    for bad in ("8:4:1", "0:1:2", "1:2", "a:b:c", "1:2:3:4"):
+        with pytest.raises(ValueError, match="batch"):
+            eb.parse_batch(bad)
+
+
+def test_build_options_validation():
+    with pytest.raises(ValueError, match="gpu_fallback"):
+        eb.BuildOptions(gpu_fallback=True)
+    with pytest.raises(ValueError, match="workspace"):
+        eb.BuildOptions(workspace_mib=0)
+    with pytest.raises(ValueError, match="dla"):
+        eb.BuildOptions(dla_core=-1)
+    opts = eb.BuildOptions(fp16=False, batch=(1, 2, 4))
+    assert opts.precision == "fp32" and opts.batch == (1, 2, 4)
+    assert eb.BuildOptions().fp32_layers == eb.TAO_FP32_LAYERS
+
+
+# ---- cache key --------------------------------------------------------------------------------------
+
+
+def test_cache_key_depends_on_every_field_and_not_on_order():
+    device = {"gpu_name": "Orin", "compute_capability": "8.7", "dla_core": None}
+    base = eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1)))
+    key = eb.cache_key(base)
+    assert len(key) == 64 and int(key, 16) >= 0
+    reordered = json.loads(json.dumps(base, sort_keys=False))
+    reordered = dict(reversed(list(reordered.items())))
+    assert eb.cache_key(reordered) == key
+    variants = [
+        eb.engine_metadata("b" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1))),
+        eb.engine_metadata("a" * 64, "8.6.2", device, eb.BuildOptions(batch=(1, 1, 1))),
+        eb.engine_metadata("a" * 64, "10.3.0", dict(device, gpu_name="H100"), eb.BuildOptions(batch=(1, 1, 1))),
+        eb.engine_metadata("a" * 64, "10.3.0", dict(device, dla_core=0), eb.BuildOptions(batch=(1, 1, 1))),
+        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(fp16=False, batch=(1, 1, 1))),
+        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 2, 4))),
+        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1), fp32_layers=())),
+    ]
+    keys = {eb.cache_key(v) for v in variants}
+    assert key not in keys and len(keys) == len(variants)
+
+
+def test_file_sha256_matches_hashlib(tmp_path):
+    import hashlib
+
+    data = os.urandom(3 << 20) + b"tail"
+    path = _write(tmp_path / "m.onnx", data)
+    assert eb.file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# ---- sidecar and staleness --------------------------------------------------------------------------
+
+
+def test_sidecar_roundtrip_and_staleness(tmp_path):
+    device = {"gpu_name": "Orin", "compute_capability": "8.7", "dla_core": None}
+    meta = eb.engine_metadata("c" * 64, "10.3.0", device, eb.BuildOptions())
+    engine = _write(tmp_path / "m.engine", b"serialized engine bytes")
+    assert eb.engine_staleness(engine, meta).startswith("no readable sidecar")
+    side = eb.write_sidecar(engine, meta)
+    assert side == engine + ".json"
+    record = eb.read_sidecar(engine)
+    assert record["key"] == eb.cache_key(meta) and record["metadata"] == meta
+    assert record["engine_bytes"] == len(b"serialized engine bytes")
+    assert eb.engine_staleness(engine, meta) is None
+
+    newer_trt = eb.engine_metadata("c" * 64, "10.7.0", device, eb.BuildOptions())
+    assert "tensorrt_version" in eb.engine_staleness(engine, newer_trt)
+    other_gpu = eb.engine_metadata("c" * 64, "10.3.0", dict(device, gpu_name="AGX Thor", compute_capability="11.0"),
+                                   eb.BuildOptions())
+    assert "device" in eb.engine_staleness(engine, other_gpu)
+
+    _write(engine, b"serialized engine bytez")  # same size, different content
+    assert "does not match" in eb.engine_staleness(engine, meta)
+    _write(side, b"{not json")
+    assert eb.engine_staleness(engine, meta).startswith("no readable sidecar")
+    os.unlink(engine)
+    assert eb.engine_staleness(engine, meta) == "no engine file"
+
+
+def test_cached_engine_builds_once_then_reuses(tmp_path, machine):
+    onnx = _write(tmp_path / "model.onnx", b"onnx-bytes-v1")
+    calls = []
+    first = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
+                             builder=_fake_builder(calls))
+    assert len(calls) == 1 and os.path.isfile(first) and os.path.isfile(first + ".json")
+    assert os.path.basename(first).startswith("model-fp16-")
+    again = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
+                             builder=_fake_builder(calls))
+    assert again == first and len(calls) == 1
+    with open(first, "rb") as f:
+        assert f.read() == b"ENGINE:onnx-bytes-v1:fp16"
+
+
+def test_cached_engine_rebuilds_stale_and_never_loads_foreign(tmp_path, machine):
+    onnx = _write(tmp_path / "model.onnx", b"onnx-bytes-v1")
+    cache = str(tmp_path / "cache")
+    calls = []
+    build = _fake_builder(calls)
+    first = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+
+    # a changed model gets its own engine built from the new bytes
+    _write(onnx, b"onnx-bytes-v2")
+    second = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    assert second != first and len(calls) == 2
+    with open(second, "rb") as f:
+        assert f.read() == b"ENGINE:onnx-bytes-v2:fp16"
+
+    # a TensorRT upgrade or another GPU: different key, a new engine is built
+    machine["trt"] = "10.7.0"
+    third = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    machine["gpu"] = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    fourth = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    assert len({first, second, third, fourth}) == 4 and len(calls) == 4
+
+    # an engine file tampered with (or copied from elsewhere over the cached one) is rebuilt
+    _write(fourth, b"foreign engine from another machine")
+    rebuilt = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    assert rebuilt == fourth and len(calls) == 5
+    with open(rebuilt, "rb") as f:
+        assert f.read() == b"ENGINE:onnx-bytes-v2:fp16"
+
+    # a sidecar that names another configuration for the same file name is not trusted
+    record = eb.read_sidecar(rebuilt)
+    record["metadata"]["precision"] = "fp32"
+    record["key"] = eb.cache_key(record["metadata"])
+    with open(rebuilt + ".json", "w") as f:
+        json.dump(record, f)
+    eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    assert len(calls) == 6
+
+
+def test_cached_engine_cache_dir_from_environment(tmp_path, machine, monkeypatch):
+    monkeypatch.setenv(eb.CACHE_ENV, str(tmp_path / "env-cache"))
+    onnx = _write(tmp_path / "model.onnx", b"x")
+    path = eb.cached_engine(onnx, None, builder=_fake_builder([]))
+    assert os.path.dirname(path) == str(tmp_path / "env-cache")
+
+
+def test_cached_engine_missing_model(tmp_path, machine):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        eb.cached_engine(str(tmp_path / "absent.onnx"), None, cache_dir=str(tmp_path), builder=_fake_builder([]))
+
+
+@pytest.mark.skipif(HAVE_TENSORRT_PY, reason="TensorRT's Python package is installed here")
+def test_without_tensorrt_building_says_what_is_missing(tmp_path, monkeypatch):
+    onnx = _write(tmp_path / "model.onnx", b"x")
+    monkeypatch.setattr(eb, "tensorrt_version", lambda: None)
+    with pytest.raises(eb.TensorRTUnavailableError, match="TensorRT's Python package") as info:
+        eb.cached_engine(onnx, None, cache_dir=str(tmp_path))
+    assert "onnxruntime" in str(info.value)
+    with pytest.raises(ImportError, match="tensorrt"):
+        eb.build_engine(onnx, str(tmp_path / "m.engine"))
+
+
+# ---- FP32 layer marking (the builder's name match, on a stand-in network) ------------------------------
+
+
+class _FakeTensor:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+class _FakeLayer:
+    def __init__(self, name, dtypes):
+        self.name = name
+        self._outputs = [_FakeTensor(d) for d in dtypes]
+        self.precision = None
+        self.output_types = {}
+
+    @property
+    def num_outputs(self):
+        return len(self._outputs)
+
+    def get_output(self, i):
+        return self._outputs[i]
+
+    def set_output_type(self, i, dtype):
+        self.output_types[i] = dtype
+
+
+class _FakeNetwork:
+    def __init__(self, layers):
+        self.layers = layers
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def get_layer(self, i):
+        return self.layers[i]
+
+
+class _FakeTrt:
+    float32, float16, int32 = "float32", "float16", "int32"
+
+
+def test_mark_fp32_layers_matches_tao_names_and_skips_integer_layers():
+    layers = [
+        _FakeLayer("/sem_seg_head/predictor/transformer_cross_attention_layers.0/MatMul", ["float16"]),
+        _FakeLayer("/sem_seg_head/predictor/transformer_cross_attention_layers.3/Softmax", ["float32", "float16"]),
+        _FakeLayer("/post_processor/ReduceSum", ["float32"]),
+        _FakeLayer("/post_processor/Div_1", ["float32"]),
+        _FakeLayer("/post_processor/Shape", ["int32"]),
+        _FakeLayer("/backbone/layers.0/Add", ["float16"]),
+        _FakeLayer("/sem_seg_head/predictor/transformer_self_attention_layers.0/Add", ["float16"]),
+    ]
+    marked = eb.mark_fp32_layers(_FakeNetwork(layers), _FakeTrt, eb.TAO_FP32_LAYERS)
+    assert marked == [layer.name for layer in layers[:4]]
+    for layer in layers[:4]:
+        assert layer.precision == "float32"
+        assert set(layer.output_types.values()) == {"float32"}
+        assert set(layer.output_types) == set(range(layer.num_outputs))
+    for layer in layers[4:]:
+        assert layer.precision is None and not layer.output_types
+
+
+# ---- the `m2f-edge build` command ---------------------------------------------------------------------
+
+
+def _cli(argv):
+    from m2f_edge import cli
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        status = cli.main(argv)
+    return status, err.getvalue()
+
+
+def test_build_command_is_registered():
+    status, err = _cli(["build", "--help"])
+    assert status == 0
+
+
+def test_build_command_errors(tmp_path):
+    status, err = _cli(["build", str(tmp_path / "absent.onnx")])
+    assert status == 1 and "no such ONNX model" in err
+    onnx = _write(tmp_path / "m.onnx", b"x")
+    status, err = _cli(["build", onnx, "--gpu-fallback"])
+    assert status == 1 and "--dla" in err
+    status, err = _cli(["build", onnx, "--batch", "8:4:1"])
+    assert status == 1 and "MIN:OPT:MAX" in err
+    notonnx = _write(tmp_path / "m.engine", b"x")
+    status, err = _cli(["build", notonnx])
+    assert status == 1 and ".onnx" in err
+
+
+@pytest.mark.skipif(HAVE_TENSORRT_PY, reason="TensorRT's Python package is installed here")
+def test_build_command_without_tensorrt(tmp_path):
+    onnx = _write(tmp_path / "m.onnx", b"x")
+    status, err = _cli(["build", onnx, "--fp16", "--batch", "1:2:4", "--workspace", "1024"])
+    assert status == 1
+    assert "TensorRT" in err and "onnxruntime" in err
+    assert not os.path.exists(str(tmp_path / "m.fp16.engine"))
+
+
+def test_default_engine_name():
+    from m2f_edge.commands import build
+
+    assert build.default_output("/x/model.onnx", True) == "/x/model.fp16.engine"
+    assert build.default_output("model.onnx", False) == "model.fp32.engine"
+
+
+# ---- what the core says about CUDA and TensorRT where they are absent ----------------------------------
+
+
+def test_tensorrt_backend_without_tensorrt_build(tmp_path):
+    if _core.tensorrt.available:
+        pytest.skip("built with TensorRT")
+    engine = _write(tmp_path / "m.engine", b"x")
+    from m2f_edge.backends.tensorrt import TensorRTBackend
+
+    with pytest.raises(ImportError, match="without TensorRT"):
+        TensorRTBackend(engine)
+    with pytest.raises(ImportError, match="without TensorRT"):
+        _core.tensorrt.Engine(engine)
+
+
+def test_gpu_functions_explain_missing_cuda_or_gpu():
+    info = _core.build_info()
+    gpu = _core.gpu
+    device = gpu.device_info()
+    assert device["present"] == info["gpu_present"]
+    if not info["cuda"]:
+        assert gpu.built_with_cuda is False and gpu.available() is False
+        assert "without CUDA" in device["error"]
+        for call in (lambda: gpu.DeviceArray((2, 2)), lambda: gpu.preprocess([], None),
+                     lambda: gpu.postprocess_raw(None, None, None), lambda: gpu.Stream()):
+            with pytest.raises(ImportError, match="without CUDA"):
+                call()
+    elif not info["gpu_present"]:
+        # CUDA build, no GPU or driver (CI): imports, reports why, and fails cleanly when asked to work.
+        assert gpu.built_with_cuda is True and gpu.available() is False
+        assert info["gpu_error"] and device["error"] == info["gpu_error"]
+        with pytest.raises(RuntimeError, match="cuda|CUDA"):
+            gpu.DeviceArray((2, 2), "float32")
+        with pytest.raises(RuntimeError, match="cuda|CUDA"):
+            gpu.Stream()
+        from m2f_edge import gpu as gpu_py
+
+        with pytest.raises(RuntimeError, match="no usable CUDA device"):
+            gpu_py.require_gpu()
+    else:
+        assert gpu.available() is True and device["name"]
+
+
+def test_stream_handle_accepts_common_stream_objects():
+    from m2f_edge.gpu import stream_handle
+
+    class CupyLike:
+        ptr = 1234
+
+    class TorchLike:
+        cuda_stream = 99
+
+    class Ours:
+        handle = 7
+
+    class CudaPythonLike:
+        def __int__(self):
+            return 4242
+
+    assert stream_handle(None) == 0
+    assert stream_handle(5) == 5
+    assert stream_handle(CupyLike()) == 1234
+    assert stream_handle(TorchLike()) == 99
+    assert stream_handle(Ours()) == 7
+    assert stream_handle(CudaPythonLike()) == 4242
+    with pytest.raises(TypeError, match="stream"):
+        stream_handle(object())
+
+
+def test_is_gpu_array():
+    from m2f_edge.gpu import is_gpu_array
+
+    class Cai:
+        __cuda_array_interface__ = {"shape": (1,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    class DlpackCuda:
+        def __dlpack_device__(self):
+            return (2, 0)
+
+    class DlpackCpu:
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    assert is_gpu_array(Cai()) and is_gpu_array(DlpackCuda())
+    assert not is_gpu_array(DlpackCpu()) and not is_gpu_array(np.zeros(3))
+
+
+# ---- the builder's wiring, on a stand-in for TensorRT's Python API (no TensorRT here) -----------------
+# The stand-in records what build_engine asks of TensorRT; it checks our side of the calls (profiles,
+# flags, DLA, timing cache, files written), not TensorRT itself, which only a TensorRT machine can.
+
+
+def _fake_tensorrt(input_shape=(-1, 3, 64, 96), parse_ok=True, dla_cores=2, with_monitor=True):
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0.26"
+    trt.float32, trt.float16, trt.int32 = "float32", "float16", "int32"
+    calls = {"flags": set(), "profiles": [], "plugins": 0}
+    trt.calls = calls
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    trt.Logger = Logger
+    trt.init_libnvinfer_plugins = lambda logger, namespace: calls.__setitem__("plugins", calls["plugins"] + 1)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", GPU_FALLBACK="GPU_FALLBACK")
+    trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
+
+    class Input:
+        name = "inputs"
+        shape = input_shape
+
+    class Network:
+        num_inputs = 1
+        layers = [_FakeLayer("/post_processor/Div", ["float32"]), _FakeLayer("/backbone/Conv", ["float16"])]
+
+        def get_input(self, i):
+            return Input()
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, i):
+            return "No importer registered for op: MultiscaleDeformableAttnPlugin_TRT"
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            calls["profiles"].append((name, tuple(lo), tuple(opt), tuple(hi)))
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return b"timing:" + self.data
+
+    class Config:
+        def __init__(self):
+            self.default_device_type = "GPU"
+            self.DLA_core = -1
+            self.cache = None
+
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = (pool, size)
+
+        def set_flag(self, flag):
+            calls["flags"].add(flag)
+
+        def add_optimization_profile(self, profile):
+            calls["profile_added"] = True
+
+        def create_timing_cache(self, data):
+            return TimingCache(bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        platform_has_fast_fp16 = True
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return Network()
+
+        def create_builder_config(self):
+            calls["config"] = Config()
+            return calls["config"]
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls["monitor"] = getattr(config, "progress_monitor", None)
+            calls["device"] = (config.default_device_type, config.DLA_core)
+            return b"serialized-engine"
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    if with_monitor:
+        class IProgressMonitor:
+            def __init__(self):
+                pass
+
+        trt.IProgressMonitor = IProgressMonitor
+    return trt
+
+
+def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypatch, machine):
+    trt = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    engine = str(tmp_path / "m.engine")
+    cache = str(tmp_path / "timing.cache")
+    _write(cache, b"old")
+    opts = eb.BuildOptions(fp16=True, batch=(1, 2, 4), workspace_mib=512, timing_cache=cache)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        report = eb.build_with_sidecar(onnx, engine, opts)
+    calls = trt.calls
+    assert calls["plugins"] == 1 and calls["parsed"] == onnx and calls["network_flags"] == 0
+    assert calls["workspace"] == ("workspace", 512 << 20)
+    assert {"FP16", "OBEY"} <= calls["flags"] and "GPU_FALLBACK" not in calls["flags"]
+    assert calls["profiles"] == [("inputs", (1, 3, 64, 96), (2, 3, 64, 96), (4, 3, 64, 96))]
+    assert calls["device"] == ("GPU", -1)
+    assert calls["monitor"] is not None  # TensorRT >= 10: IProgressMonitor
+    assert report["fp32_layers_marked"] == ["/post_processor/Div"]
+    with open(engine, "rb") as f:
+        assert f.read() == b"serialized-engine"
+    with open(cache, "rb") as f:
+        assert f.read() == b"timing:old"
+    record = eb.read_sidecar(engine)
+    assert record["metadata"]["batch"] == [1, 2, 4] and record["metadata"]["precision"] == "fp16"
+    assert eb.engine_staleness(engine, record["metadata"]) is None
+
+
+def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine):
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    engine = str(tmp_path / "m.engine")
+
+    trt = _fake_tensorrt(input_shape=(1, 3, 64, 96), with_monitor=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=1, gpu_fallback=True))
+    assert trt.calls["device"] == ("DLA", 1) and "GPU_FALLBACK" in trt.calls["flags"]
+    assert trt.calls["profiles"] == []  # static batch: no profile
+    assert "building TensorRT engine" in err.getvalue()  # the spinner of TensorRT < 10
+
+    with pytest.raises(eb.EngineBuildError, match="static batch of 1"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(batch=(1, 2, 4)), progress=False)
+    with pytest.raises(eb.EngineBuildError, match="has 2 DLA cores"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=5), progress=False)
+    with pytest.raises(eb.EngineBuildError, match="FP16"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(fp16=False, dla_core=0), progress=False)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(dla_cores=0))
+    with pytest.raises(eb.EngineBuildError, match="no DLA cores"):
+        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(parse_ok=False))
+    with pytest.raises(eb.EngineBuildError, match="MultiscaleDeformableAttnPlugin_TRT") as info:
+        eb.build_engine(onnx, engine, progress=False)
+    assert "libnvinfer_plugin" in str(info.value)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(input_shape=(-1, 3, -1, -1)))
+    with pytest.raises(eb.EngineBuildError, match="fixed height and width"):
+        eb.build_engine(onnx, engine, progress=False)
+
+
+def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine):
+    from m2f_edge.backends.tensorrt import check_engine_sidecar
+
+    engine = _write(tmp_path / "m.engine", b"engine")
+    check_engine_sidecar(engine)  # no sidecar (e.g. trtexec): left to TensorRT's own check
+    built_here = eb.engine_metadata("d" * 64, "10.3.0", eb.target_device(), eb.BuildOptions())
+    eb.write_sidecar(engine, built_here)
+    check_engine_sidecar(engine)
+    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "8.6.2", eb.target_device(), eb.BuildOptions()))
+    with pytest.raises(RuntimeError, match="TensorRT 8.6.2.*TensorRT 10.3.0"):
+        check_engine_sidecar(engine)
+    other = dict(eb.target_device(), gpu_name="NVIDIA H100", compute_capability="9.0")
+    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "10.3.0", other, eb.BuildOptions()))
+    with pytest.raises(RuntimeError, match="built for NVIDIA H100.*this GPU is Orin"):
+        check_engine_sidecar(engine)
+
+
+def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    onnx = _write(tmp_path / "model.onnx", b"onnx")
+    status, err = _cli(["build", onnx, "--batch", "1:1:2", "--timing-cache", str(tmp_path / "t.cache"),
+                        "--no-progress"])
+    assert status == 0, err
+    engine = str(tmp_path / "model.fp16.engine")
+    assert "wrote " + engine in capsys.readouterr().out
+    assert os.path.isfile(engine) and eb.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
+    assert os.path.isfile(str(tmp_path / "t.cache"))

@@ -1,0 +1,429 @@
+"""Every CUDA kernel against its CPU twin (the reference), on many shapes, strides, sizes and dtypes;
+zero-copy input from CuPy / PyTorch / DLPack; the TensorRT runner against ONNX Runtime where
+TensorRT is present. All marked `gpu`: they skip themselves without a usable NVIDIA GPU."""
+
+import numpy as np
+import pytest
+
+from m2f_edge import _core
+
+pytestmark = pytest.mark.gpu
+
+gpu = _core.gpu
+
+
+def to_device(array):
+    return gpu.DeviceArray.from_numpy(np.ascontiguousarray(array))
+
+
+class StridedDeviceView:
+    """A strided window into a DeviceArray, exposed through __cuda_array_interface__ (as CuPy and
+    PyTorch expose their non-contiguous views), to test that kernels read any strides in place."""
+
+    def __init__(self, host_like, base, offset_bytes=0):
+        self._base = base  # keeps the memory alive
+        self.__cuda_array_interface__ = {
+            "shape": tuple(host_like.shape), "typestr": host_like.dtype.str,
+            "data": (base.ptr + offset_bytes, False), "strides": tuple(host_like.strides), "version": 3,
+        }
+
+
+def strided_copy_on_device(view):
+    """Put a numpy view (a slice of a bigger array) on the GPU with the same strides and offset."""
+    base = view.base if view.base is not None else view
+    while base.base is not None:
+        base = base.base
+    device_base = to_device(base)
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return StridedDeviceView(view, device_base, offset)
+
+
+def random_frame(rng, height, width, channels):
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+# ---- preprocessing ------------------------------------------------------------------------------------
+
+PRE_CASES = [
+    # frame (h, w), net (h, w), color, resize
+    ((1080, 1920), (800, 800), "bgr", "stretch"),
+    ((1080, 1920), (544, 960), "rgb", "letterbox"),
+    ((480, 640), (640, 640), "bgra", "stretch"),
+    ((720, 1280), (800, 800), "rgba", "letterbox"),
+    ((37, 53), (64, 96), "bgr", "stretch"),       # upsampling
+    ((333, 257), (128, 128), "gray", "letterbox"),
+    ((2160, 3840), (544, 960), "bgr", "stretch"),
+]
+CHANNELS = {"bgr": 3, "rgb": 3, "bgra": 4, "rgba": 4, "gray": 1}
+
+
+def compare_tensors(gpu_out, cpu_out):
+    if gpu_out.dtype == np.float32:
+        np.testing.assert_allclose(gpu_out, cpu_out, rtol=0, atol=1e-5)
+        assert np.mean(gpu_out == cpu_out) > 0.999
+    else:
+        a, b = gpu_out.astype(np.float32), cpu_out.astype(np.float32)
+        np.testing.assert_allclose(a, b, rtol=0, atol=4e-3)  # one float16 ulp at |x| < 4
+        assert np.mean(gpu_out == cpu_out) > 0.999
+
+
+@pytest.mark.parametrize("frame_size,net_size,color,resize", PRE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_preprocess_matches_cpu(frame_size, net_size, color, resize, dtype):
+    rng = np.random.default_rng(frame_size[0] * 7 + frame_size[1] + len(color) + len(resize))
+    frame = random_frame(rng, *frame_size, CHANNELS[color])
+    cpu_out = np.empty((1, 3) + net_size, dtype)
+    cpu_t = _core.preprocess(frame, cpu_out, color=color, resize=resize)
+    dev_out = gpu.DeviceArray((1, 3) + net_size, np.dtype(dtype).name)
+    gpu_t = gpu.preprocess(to_device(frame if frame.ndim == 3 else frame[..., None]), dev_out, color=color,
+                           resize=resize)
+    assert [(t.content_height, t.content_width) for t in gpu_t] == [(t.content_height, t.content_width)
+                                                                     for t in cpu_t]
+    compare_tensors(dev_out.to_numpy(), cpu_out)
+
+
+def test_preprocess_batch_strided_and_custom_normalisation():
+    rng = np.random.default_rng(7)
+    big = random_frame(rng, 1200, 2000, 4)
+    # a cropped, channel-dropping, column-skipping view: strides (8000, 8, 1), an offset into the buffer
+    view = big[100:1180, 10:1930:2, :3]
+    # plus a frame flipped upside down and left-right (negative strides) and one with the channels reversed
+    frames = [view, big[:720, :1280, 1:4], big[1199:479:-1, 1999:719:-1, :3], big[:600, :800, 2::-1]]
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.15)
+    cpu_out = np.empty((4, 3, 320, 480), np.float32)
+    _core.preprocess([np.ascontiguousarray(f) for f in frames], cpu_out, color="bgr", resize="letterbox",
+                     mean=mean, std=std)
+    dev_out = gpu.DeviceArray((4, 3, 320, 480), "float32")
+    gpu.preprocess([strided_copy_on_device(f) for f in frames], dev_out, color="bgr", resize="letterbox", mean=mean,
+                   std=std)
+    compare_tensors(dev_out.to_numpy(), cpu_out)
+
+
+def test_preprocess_batched_4d_and_host_input():
+    rng = np.random.default_rng(3)
+    frames = random_frame(rng, 4 * 240, 320, 3).reshape(4, 240, 320, 3)
+    cpu_out = np.empty((4, 3, 200, 200), np.float32)
+    _core.preprocess(frames, cpu_out)
+    dev_out = gpu.DeviceArray((4, 3, 200, 200), "float32")
+    gpu.preprocess(to_device(frames), dev_out)
+    compare_tensors(dev_out.to_numpy(), cpu_out)
+    dev_out2 = gpu.DeviceArray((4, 3, 200, 200), "float32")
+    gpu.preprocess(frames, dev_out2)  # numpy frames: copied to the GPU first
+    compare_tensors(dev_out2.to_numpy(), cpu_out)
+
+
+def test_preprocess_errors_name_the_argument():
+    out = gpu.DeviceArray((1, 3, 64, 64), "float32")
+    with pytest.raises(ValueError, match="frames"):
+        gpu.preprocess(to_device(np.zeros((64, 64, 4), np.uint8)), out, color="bgr")
+    with pytest.raises(ValueError, match="out"):
+        gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), gpu.DeviceArray((2, 3, 64, 64), "float32"))
+    with pytest.raises(ValueError, match="out"):
+        gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), gpu.DeviceArray((1, 3, 64, 64), "int32"))
+    with pytest.raises(TypeError, match="out"):
+        gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), np.zeros((1, 3, 64, 64), np.float32))
+    # a failed frame does not poison the next
+    gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), out)
+
+
+def test_mapped_buffer_is_zero_copy_input():
+    rng = np.random.default_rng(11)
+    frame = random_frame(rng, 480, 640, 3)
+    mapped = gpu.DeviceArray((480, 640, 3), "uint8", "mapped")
+    mapped.numpy()[...] = frame  # the CPU writes; the GPU reads the same bytes
+    cpu_out = np.empty((1, 3, 256, 256), np.float32)
+    _core.preprocess(frame, cpu_out)
+    dev_out = gpu.DeviceArray((1, 3, 256, 256), "float32")
+    gpu.preprocess(mapped, dev_out)
+    compare_tensors(dev_out.to_numpy(), cpu_out)
+
+
+# ---- post-processing ----------------------------------------------------------------------------------
+
+
+def blob_masks(rng, k, h, w, empty_every=7):
+    """K masks of random rectangles and ellipses (0/1), some empty."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    masks = np.zeros((k, h, w), np.float32)
+    for i in range(k):
+        if i % empty_every == 3:
+            continue
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(1, h / 3), rng.uniform(1, w / 3)
+        masks[i] = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).astype(np.float32)
+    masks[5 % k, :1, :1] = 1  # a one-pixel mask: may vanish at the frame size
+    return masks
+
+
+def assert_same_instances(got, want, score_rtol=0.0):
+    assert got["masks"].shape == want["masks"].shape, (got["masks"].shape, want["masks"].shape)
+    np.testing.assert_array_equal(got["query_indices"], want["query_indices"])
+    np.testing.assert_array_equal(got["labels"], want["labels"])
+    if score_rtol:
+        np.testing.assert_allclose(got["scores"], want["scores"], rtol=score_rtol, atol=1e-7)
+    else:
+        np.testing.assert_array_equal(got["scores"], want["scores"])
+    np.testing.assert_array_equal(got["masks"], want["masks"])
+    np.testing.assert_array_equal(got["boxes"], want["boxes"])
+    np.testing.assert_array_equal(got["areas"], want["areas"])
+    for name in ("masks", "scores", "labels", "boxes", "areas", "query_indices"):
+        assert got[name].dtype == want[name].dtype, name
+
+
+DEPLOYABLE_CASES = [
+    # net (h, w), frame (h, w), resize, K
+    ((200, 256), (1080, 1920), "stretch", 100),
+    ((200, 256), (480, 640), "letterbox", 100),
+    ((128, 128), (300, 200), "letterbox", 20),
+    ((96, 160), (64, 80), "stretch", 1),
+]
+
+
+@pytest.mark.parametrize("net,frame,resize,k", DEPLOYABLE_CASES)
+@pytest.mark.parametrize("mask_dtype", ["float32", "float16", "uint8", "bool"])
+@pytest.mark.parametrize("class_dtype", ["int32", "int64"])
+def test_postprocess_deployable_matches_cpu(net, frame, resize, k, mask_dtype, class_dtype):
+    rng = np.random.default_rng(k + net[0])
+    masks = blob_masks(rng, k, *net).astype(mask_dtype)
+    scores = rng.uniform(0, 1, k).astype(np.float32)
+    scores[::9] = 0.75  # ties keep model order
+    scores[1 % k] = np.nan
+    classes = rng.integers(0, 3, k).astype(class_dtype)
+    transform = _core.ResizeTransform(resize, frame[0], frame[1], net[0], net[1])
+    for threshold, cap in ((0.5, 100), (0.0, 7), (0.99, 100)):
+        want = _core.postprocess_deployable(masks, scores, classes, transform, score_threshold=threshold,
+                                            max_instances=cap)
+        got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
+                                         score_threshold=threshold, max_instances=cap)
+        assert_same_instances(got, want)
+
+
+def test_postprocess_deployable_strided_batch_views():
+    rng = np.random.default_rng(5)
+    batch = np.stack([blob_masks(rng, 30, 160, 160) for _ in range(2)])  # (2, K, H, W)
+    scores = rng.uniform(0.3, 1, (2, 30)).astype(np.float32)
+    classes = np.zeros((2, 30), np.int64)
+    transform = _core.ResizeTransform("stretch", 720, 1280, 160, 160)
+    # masks[1, ::2] and scores[1, ::2] are strided views into device memory
+    got = gpu.postprocess_deployable(strided_copy_on_device(batch[1, ::2]), strided_copy_on_device(scores[1, ::2]),
+                                     strided_copy_on_device(classes[1, ::2]), transform)
+    want = _core.postprocess_deployable(batch[1, ::2], scores[1, ::2], classes[1, ::2], transform)
+    assert_same_instances(got, want)
+
+
+def raw_logits(rng, q, classes, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    mask_logits = np.empty((q, h, w), np.float32)
+    for i in range(q):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, max(h, w) / 2)
+        mask_logits[i] = 4.0 * (1 - np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / r) + rng.normal(0, 0.3, (h, w))
+    mask_logits[2] = -5  # a query with no positive logit
+    class_logits = rng.normal(0, 2.5, (q, classes + 1)).astype(np.float32)
+    return class_logits, mask_logits
+
+
+RAW_CASES = [
+    # Q, C, net (h, w), frame (h, w), resize, no_object_index, topk
+    (100, 1, (256, 256), (1080, 1920), "stretch", 0, 100),
+    (100, 3, (192, 320), (480, 640), "letterbox", -1, 100),
+    (50, 80, (128, 128), (300, 400), "stretch", 80, 100),
+    (20, 2, (96, 96), (96, 96), "letterbox", 0, 5),
+]
+
+
+@pytest.mark.parametrize("q,c,net,frame,resize,no_object,topk", RAW_CASES)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_postprocess_raw_matches_cpu(q, c, net, frame, resize, no_object, topk, dtype):
+    rng = np.random.default_rng(q * 1000 + c)
+    class_logits, mask_logits = raw_logits(rng, q, c, net[0] // 4, net[1] // 4)
+    class_logits, mask_logits = class_logits.astype(dtype), mask_logits.astype(dtype)
+    transform = _core.ResizeTransform(resize, frame[0], frame[1], net[0], net[1])
+    for threshold, cap in ((0.5, 100), (0.05, 10)):
+        kwargs = dict(no_object_index=no_object, topk=topk, score_threshold=threshold, max_instances=cap)
+        want = _core.postprocess_raw(class_logits, mask_logits, transform, **kwargs)
+        got = gpu.postprocess_raw(to_device(class_logits), to_device(mask_logits), transform, **kwargs)
+        # expf differs by ulps and the sigmoid sums add in another order: scores agree to ~1e-6, masks exactly
+        assert_same_instances(got, want, score_rtol=1e-4)
+
+
+def test_postprocess_errors_name_the_argument():
+    transform = _core.ResizeTransform("stretch", 100, 100, 64, 64)
+    masks = to_device(np.zeros((4, 64, 64), np.float32))
+    scores = to_device(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="classes"):
+        gpu.postprocess_deployable(masks, scores, to_device(np.zeros(4, np.float32)), transform)
+    with pytest.raises(ValueError, match="scores"):
+        gpu.postprocess_deployable(masks, to_device(np.zeros(3, np.float32)), to_device(np.zeros(4, np.int32)),
+                                   transform)
+    with pytest.raises(ValueError, match="masks"):
+        gpu.postprocess_deployable(to_device(np.zeros((4, 32, 32), np.float32)), scores,
+                                   to_device(np.zeros(4, np.int32)), transform)
+    with pytest.raises(ValueError, match="no_object_index"):
+        gpu.postprocess_raw(to_device(np.zeros((4, 3), np.float32)), to_device(np.zeros((4, 16, 16), np.float32)),
+                            transform, no_object_index=5)
+    # the next frame is fine
+    out = gpu.postprocess_deployable(masks, scores, to_device(np.zeros(4, np.int32)), transform)
+    assert out["masks"].shape == (0, 100, 100)
+
+
+def test_results_are_not_overwritten_by_the_next_frame():
+    rng = np.random.default_rng(2)
+    transform = _core.ResizeTransform("stretch", 240, 320, 120, 160)
+    first_masks = blob_masks(rng, 10, 120, 160)
+    scores = np.full(10, 0.9, np.float32)
+    classes = np.zeros(10, np.int32)
+    first = gpu.postprocess_deployable(to_device(first_masks), to_device(scores), to_device(classes), transform)
+    kept = {k: v.copy() for k, v in first.items()}
+    gpu.postprocess_deployable(to_device(1 - first_masks), to_device(scores), to_device(classes), transform)
+    for name in kept:
+        np.testing.assert_array_equal(first[name], kept[name])
+
+
+@pytest.mark.parametrize("masks_to", ["device", "packed"])
+def test_masks_left_on_device_or_bit_packed(masks_to):
+    rng = np.random.default_rng(9)
+    masks = blob_masks(rng, 40, 160, 200)
+    scores = rng.uniform(0, 1, 40).astype(np.float32)
+    classes = np.zeros(40, np.int32)
+    transform = _core.ResizeTransform("letterbox", 333, 501, 160, 200)
+    want = _core.postprocess_deployable(masks, scores, classes, transform)
+    got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
+                                     masks_to=masks_to)
+    if masks_to == "device":
+        assert isinstance(got["masks"], gpu.DeviceArray)
+        got["masks"] = got["masks"].to_numpy()
+    else:
+        assert "masks" not in got and tuple(got["mask_shape"]) == (333, 501)
+        got["masks"] = np.unpackbits(got.pop("masks_packed"), axis=-1, count=501)
+    assert_same_instances(got, want)
+    with pytest.raises(ValueError, match="masks_to"):
+        gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
+                                   masks_to="disk")
+
+
+@pytest.mark.parametrize("n,h,w", [(0, 10, 10), (1, 1, 1), (5, 480, 640), (60, 123, 77)])
+def test_instance_map_and_pack_match_cpu(n, h, w):
+    rng = np.random.default_rng(n + h)
+    masks = (rng.uniform(0, 1, (n, h, w)) < 0.2).astype(np.uint8)
+    want = _core.instance_map(masks)
+    got = gpu.instance_map(to_device(masks)).to_numpy()
+    np.testing.assert_array_equal(got, want)
+    packed = gpu.pack_masks(to_device(masks)).to_numpy()
+    np.testing.assert_array_equal(packed, np.packbits(masks, axis=-1))
+
+
+# ---- zero-copy input from CuPy / PyTorch / DLPack ----------------------------------------------------
+
+
+def _reference_preprocess(frame, shape=(1, 3, 200, 300)):
+    out = np.empty(shape, np.float32)
+    _core.preprocess(frame, out)
+    return out
+
+
+def test_cupy_arrays_in_place():
+    cp = pytest.importorskip("cupy")
+    rng = np.random.default_rng(4)
+    frame = random_frame(rng, 360, 640, 3)
+    d_frame = cp.asarray(frame)[:, ::-1][:, ::-1]  # a view with the original strides
+    out = cp.empty((1, 3, 200, 300), cp.float32)
+    gpu.preprocess(d_frame, out)
+    compare_tensors(cp.asnumpy(out), _reference_preprocess(frame))
+
+
+def test_torch_tensors_in_place_and_through_dlpack():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch without CUDA")
+    rng = np.random.default_rng(6)
+    frame = random_frame(rng, 360, 640, 3)
+    t_frame = torch.from_numpy(frame).cuda()
+    out = torch.empty((1, 3, 200, 300), dtype=torch.float32, device="cuda")
+    gpu.preprocess(t_frame, out)
+    compare_tensors(out.cpu().numpy(), _reference_preprocess(frame))
+
+    class DlpackOnly:  # e.g. a JAX or jetson-utils object: DLPack, no CUDA array interface
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def __dlpack__(self, stream=None):
+            return self.tensor.__dlpack__(stream=stream)
+
+        def __dlpack_device__(self):
+            return self.tensor.__dlpack_device__()
+
+    out2 = torch.empty((1, 3, 200, 300), dtype=torch.float32, device="cuda")
+    gpu.preprocess(DlpackOnly(t_frame), out2)
+    compare_tensors(out2.cpu().numpy(), _reference_preprocess(frame))
+
+
+def test_device_array_works_with_cupy_without_copy():
+    cp = pytest.importorskip("cupy")
+    a = to_device(np.arange(12, dtype=np.float32).reshape(3, 4))
+    view = cp.asarray(a)
+    assert view.data.ptr == a.ptr
+    np.testing.assert_array_equal(cp.asnumpy(view), np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+# ---- TensorRT runner (needs TensorRT in the build and its Python package to build a tiny engine) -------
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory):
+    if not _core.tensorrt.available:
+        pytest.skip("m2f_edge built without TensorRT")
+    pytest.importorskip("tensorrt")
+    import tiny_models
+    from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
+
+    folder = tmp_path_factory.mktemp("trt")
+    onnx_path = str(folder / "deployable.onnx")
+    tiny_models.make_deployable_model(onnx_path)
+    engine_path = str(folder / "deployable.engine")
+    build_with_sidecar(onnx_path, engine_path, BuildOptions(fp16=False), progress=False)
+    return onnx_path, engine_path
+
+
+def test_tensorrt_backend_matches_onnxruntime(tiny_engine):
+    import onnxruntime as ort
+    import tiny_models
+    from m2f_edge.backends.tensorrt import TensorRTBackend
+
+    onnx_path, engine_path = tiny_engine
+    backend = TensorRTBackend(engine_path, use_cuda_graph=True)
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    _, _, h, w = backend.input_shape
+    tensor = np.empty((1, 3, h, w), np.float32)
+    _core.preprocess(tiny_models.make_test_frame(240, 320), tensor)
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, {backend.input_name: tensor})))
+    for _ in range(3):  # eager, capture, replay
+        got = backend.run(tensor)
+        for name in backend.output_names:
+            np.testing.assert_allclose(got[name].astype(np.float64), want[name].astype(np.float64), atol=1e-4)
+
+
+def test_gpu_pipeline_matches_cpu_reference_and_replays_graph(tiny_engine):
+    import onnxruntime as ort
+    import tiny_models
+    from m2f_edge.backends.tensorrt import TensorRTBackend
+    from m2f_edge.gpu import GpuPipeline
+
+    onnx_path, engine_path = tiny_engine
+    backend = TensorRTBackend(engine_path)
+    pipeline = GpuPipeline(backend, "deployable", resize="letterbox", score_threshold=0.5)
+    frame = tiny_models.make_test_frame(240, 320)
+    _, _, h, w = backend.input_shape
+    tensor = np.empty((1, 3, h, w), np.float32)
+    (transform,) = _core.preprocess(frame, tensor, resize="letterbox")
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    outs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {backend.input_name: tensor})))
+    want = _core.postprocess_deployable(outs["pred_masks"][0], outs["pred_scores"][0], outs["pred_classes"][0],
+                                        transform)
+    assert len(want["scores"]) > 0
+    for call in range(3):  # eager, capture, replay
+        (got,) = pipeline.run([frame])
+        got.pop("transform")
+        assert_same_instances(got, want)
+    # the tiny model has no plugin that could refuse capture: the third call replayed the graph
+    assert pipeline.cuda_graph_active
