@@ -108,6 +108,7 @@ class Segmenter:
             model_path = os.fspath(model)
             self.backend = open_backend(model_path, backend, providers=providers, threads=threads)
         self.model_path = model_path
+        self._gpu_pipeline = None  # GpuPipeline, made on the first frame a TensorRT backend runs
 
         self.contract = detect_contract(self.backend.output_names)
         self._output_names = canonical_output_names(self.backend.output_names)
@@ -248,8 +249,16 @@ class Segmenter:
 
     # --- whole pipeline -----------------------------------------------------------------------------------------
 
-    def run(self, frame: np.ndarray) -> Instances:
-        """Segment one frame (H,W,C or H,W uint8); returns its Instances."""
+    def run(self, frame) -> Instances:
+        """Segment one frame (H,W,C or H,W uint8); returns its Instances.
+
+        With a TensorRT backend the whole frame -> Instances path runs on the GPU (GpuPipeline): a numpy
+        frame is written once into mapped memory (Jetson) or pinned staging (discrete GPU), and a frame
+        already on the GPU (CuPy, PyTorch, anything with __cuda_array_interface__ or DLPack) is read in
+        place. Masks come back to the host as new arrays.
+        """
+        if self._uses_gpu_pipeline(frame, "frame"):
+            return self._run_on_gpu([frame])[0]
         if not isinstance(frame, np.ndarray):
             raise TypeError("frame: expected a numpy uint8 array (H,W,3), got {}{}".format(
                 type(frame).__name__, "; use run_batch for several frames" if isinstance(frame, (list, tuple))
@@ -265,7 +274,10 @@ class Segmenter:
         Frames go to the model in chunks of batch_size (default: the model's maximum batch, or 8 when it
         is dynamic and unbounded).
         """
-        batch = _as_frame_list(frames)
+        if isinstance(frames, (list, tuple)) and frames and self._uses_gpu_pipeline(frames[0], "frames[0]"):
+            batch = list(frames)
+        else:
+            batch = _as_frame_list(frames)
         count = len(batch) if isinstance(batch, list) else batch.shape[0]
         if count == 0:
             return []
@@ -275,9 +287,38 @@ class Segmenter:
             raise ValueError("batch_size: expected a positive integer, got {}".format(batch_size))
         results = []
         for start in range(0, count, chunk):
-            prepared = self.preprocess(batch[start:start + chunk])
+            part = batch[start:start + chunk]
+            if self._uses_gpu_pipeline(part[0], "frames[{}]".format(start)):
+                results.extend(self._run_on_gpu(list(part)))
+                continue
+            prepared = self.preprocess(part)
             results.extend(self.postprocess(self.infer(prepared.tensor), prepared.transforms))
         return results
+
+    def _uses_gpu_pipeline(self, frame, name: str) -> bool:
+        """True where the frame goes through GpuPipeline: always with a backend that can drive it
+        (TensorRT); a GPU frame with another backend is refused rather than silently copied to the host."""
+        from . import gpu
+
+        on_gpu = gpu.is_gpu_array(frame)
+        if getattr(self.backend, "runs_gpu_pipeline", False):
+            return True
+        if on_gpu:
+            raise TypeError("{}: a frame on the GPU needs the TensorRT backend (this Segmenter uses {}); copy it to "
+                            "the host first (e.g. cupy.asnumpy, tensor.cpu().numpy())".format(name, self.backend.name))
+        return False
+
+    def _run_on_gpu(self, frames: List) -> List[Instances]:
+        if self._gpu_pipeline is None:
+            from .gpu import GpuPipeline
+
+            self._gpu_pipeline = GpuPipeline(
+                self.backend, self.contract, resize=self.resize, color=self.color, mean=self.mean, std=self.std,
+                score_threshold=float(self.score_threshold), max_instances=int(self.max_instances),
+                no_object_index=int(self.no_object_index), topk=int(self.topk), output_map=dict(self._output_names))
+        results = self._gpu_pipeline.run(frames, masks_to="host")
+        return [Instances.from_core(r, (r["transform"].frame_height, r["transform"].frame_width),
+                                    class_table=self.class_names, category_ids=self.category_ids) for r in results]
 
     __call__ = run
 

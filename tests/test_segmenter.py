@@ -556,3 +556,19 @@ def test_stream_needs_the_video_module(deployable_model, monkeypatch):
 def test_tiny_model_constants_are_what_the_tests_assume():
     """Guards EXPECTED above against edits of tests/tiny_models.py."""
     assert tiny_models.QUERIES == [(2, 0.7), (0, 0.9), (0, 0.3), (1, 0.8), (None, 0.6)]
+
+
+class _FakeCudaFrame:
+    """Stands in for a CuPy/PyTorch CUDA tensor: only the CUDA array interface is looked at."""
+
+    __cuda_array_interface__ = {"shape": (64, 96, 3), "typestr": "|u1", "data": (0, False), "version": 3}
+
+
+def test_gpu_frame_with_onnxruntime_is_refused_clearly(tiny_model):
+    seg = Segmenter(tiny_model("deployable"))
+    with pytest.raises(TypeError, match="frame: a frame on the GPU needs the TensorRT backend"):
+        seg.run(_FakeCudaFrame())
+    with pytest.raises(TypeError, match=r"frames\[0\]: a frame on the GPU needs the TensorRT backend"):
+        seg.run_batch([_FakeCudaFrame()])
+    frame, _ = make_test_frame()
+    assert len(seg.run(frame)) == 3  # red, green, blue: the refusal leaves the segmenter usable

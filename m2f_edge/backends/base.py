@@ -28,9 +28,12 @@ class Backend:
         output_shapes: {output name: shape tuple, None for dynamic dimensions} where the model says.
         batch_range: (min, max) batch sizes the model accepts; max None = unbounded.
         metadata: dict of string key/values stored in the model (may be empty).
+        runs_gpu_pipeline: True where m2f_edge.gpu.GpuPipeline can drive this backend (frame ->
+            Instances on the GPU in one call); Segmenter.run then uses that path.
     """
 
     name = "backend"
+    runs_gpu_pipeline = False
     input_name = ""
     input_shape = (None, 3, 0, 0)  # type: Tuple[Optional[int], int, int, int]
     input_dtype = np.dtype(np.float32)

@@ -56,6 +56,7 @@ class TensorRTBackend(Backend):
     replay inference from a CUDA graph while the input shape stays the same (falls back silently)."""
 
     name = "tensorrt"
+    runs_gpu_pipeline = True
 
     def __init__(self, path: str, *, dla_core: Optional[int] = None, use_cuda_graph: bool = False, device: int = 0):
         core = _core_tensorrt()
