@@ -406,6 +406,32 @@ def test_raw_all_empty_masks():
     assert result["masks"].shape == (0, 50, 70) and result["scores"].shape == (0,)
 
 
+def test_raw_padding_only_mask_is_dropped_and_threads_agree():
+    """Letterbox: a query whose mask lies only in the padding scores but never reaches the frame."""
+    transform = _core.ResizeTransform("letterbox", 100, 200, 64, 64)
+    class_logits, mask_logits = raw_outputs(8, 1, 16, 16, seed=12, strong=(0, 1, 2))
+    mask_logits[1] = -5.0
+    mask_logits[1, 14:, :] = 6.0  # rows 56.. of the network input: below content_height 32
+    assert transform.content_height <= 40
+    one = _core.postprocess_raw(class_logits, mask_logits, transform, topk=8, score_threshold=0.3, threads=1)
+    many = _core.postprocess_raw(class_logits, mask_logits, transform, topk=8, score_threshold=0.3, threads=4)
+    assert 1 not in one["query_indices"]
+    for key in one:
+        np.testing.assert_array_equal(one[key], many[key])
+    check_against(one, reference_raw(class_logits, mask_logits, transform, topk=8, threshold=0.3), transform)
+
+
+def test_max_instances_zero():
+    transform = _core.ResizeTransform("stretch", 30, 40, 32, 32)
+    masks = blob_masks(3, 32, 32, seed=3, filled=range(3))
+    result = _core.postprocess_deployable(masks, np.full(3, 0.9, np.float32), np.zeros(3, np.int64), transform,
+                                          max_instances=0)
+    assert result["masks"].shape == (0, 30, 40)
+    class_logits, mask_logits = raw_outputs(4, 1, 8, 8, seed=3)
+    result = _core.postprocess_raw(class_logits, mask_logits, transform, max_instances=0)
+    assert result["masks"].shape == (0, 30, 40) and result["boxes"].shape == (0, 4)
+
+
 # ---------------------------------------------------------------- instance map
 def test_instance_map_lower_index_wins():
     rng = np.random.default_rng(0)
