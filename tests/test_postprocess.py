@@ -432,6 +432,39 @@ def test_max_instances_zero():
     assert result["masks"].shape == (0, 30, 40) and result["boxes"].shape == (0, 4)
 
 
+def test_random_small_sizes_both_paths():
+    """Random sizes down to 1 pixel, up- and downscaling, both modes, thresholds and caps."""
+    rng = np.random.default_rng(7)
+    kept_total = 0
+    for case in range(60):
+        nh, nw, fh, fw = (int(v) for v in rng.integers(1, 70, 4))
+        transform = _core.ResizeTransform(["stretch", "letterbox"][case % 2], fh * 2, fw, nh, nw)
+        k = int(rng.integers(0, 6))
+        if case % 3 == 0:
+            masks = (rng.uniform(size=(k, nh, nw)) < 0.3).astype(np.float32)
+        elif case % 3 == 1:
+            masks = blob_masks(k, nh, nw, seed=case, filled=range(k)).astype(np.uint8)
+        else:
+            masks = (rng.uniform(size=(k, nh, nw)) * (rng.uniform(size=(k, nh, nw)) < 0.5)).astype(np.float32)
+        scores = rng.uniform(size=k).astype(np.float32)
+        threshold, cap = float(rng.uniform(0, 0.6)), int(rng.integers(0, 6))
+        result = _core.postprocess_deployable(masks, scores, np.zeros(k, np.int64), transform,
+                                              score_threshold=threshold, max_instances=cap)
+        check_against(result, reference_deployable(masks, scores, np.zeros(k, np.int64), transform, threshold, cap),
+                      transform)
+        queries, classes = int(rng.integers(1, 12)), int(rng.integers(1, 4))
+        class_logits = rng.normal(0, 2, (queries, classes + 1)).astype(np.float32)
+        mask_logits = rng.normal(-1, 3, (queries, max(1, nh // 4), max(1, nw // 4))).astype(np.float32)
+        no_object, topk = int(rng.choice([0, -1])), int(rng.integers(1, 30))
+        result = _core.postprocess_raw(class_logits, mask_logits, transform, no_object_index=no_object, topk=topk,
+                                       score_threshold=threshold, max_instances=cap + 1)
+        reference = reference_raw(class_logits, mask_logits, transform, no_object_index=no_object, topk=topk,
+                                  threshold=threshold, max_instances=cap + 1)
+        check_against(result, reference, transform)
+        kept_total += len(reference["scores"])
+    assert kept_total > 60
+
+
 # ---------------------------------------------------------------- instance map
 def test_instance_map_lower_index_wins():
     rng = np.random.default_rng(0)
