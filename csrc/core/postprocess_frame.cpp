@@ -150,9 +150,12 @@ int skip_equal_words(const SourceMask& m, const char* p, int n) {
   const std::size_t bytes = static_cast<std::size_t>(n) * item;
   std::size_t i = 0;
   for (; i + 32 <= bytes; i += 32) {
-    std::uint64_t w[4];
-    std::memcpy(w, p + i, 32);
-    if (((w[0] ^ pattern) | (w[1] ^ pattern) | (w[2] ^ pattern) | (w[3] ^ pattern)) != 0) break;
+    std::uint64_t w0, w1, w2, w3;  // separate words stay in registers
+    std::memcpy(&w0, p + i, 8);
+    std::memcpy(&w1, p + i + 8, 8);
+    std::memcpy(&w2, p + i + 16, 8);
+    std::memcpy(&w3, p + i + 24, 8);
+    if (((w0 ^ pattern) | (w1 ^ pattern) | (w2 ^ pattern) | (w3 ^ pattern)) != 0) break;
   }
   for (; i + 8 <= bytes; i += 8) {
     std::uint64_t w;
