@@ -406,6 +406,65 @@ def test_raw_all_empty_masks():
     assert result["masks"].shape == (0, 50, 70) and result["scores"].shape == (0,)
 
 
+def test_raw_padding_only_mask_is_dropped_and_threads_agree():
+    """Letterbox: a query whose mask lies only in the padding scores but never reaches the frame."""
+    transform = _core.ResizeTransform("letterbox", 100, 200, 64, 64)
+    class_logits, mask_logits = raw_outputs(8, 1, 16, 16, seed=12, strong=(0, 1, 2))
+    mask_logits[1] = -5.0
+    mask_logits[1, 14:, :] = 6.0  # rows 56.. of the network input: below content_height 32
+    assert transform.content_height <= 40
+    one = _core.postprocess_raw(class_logits, mask_logits, transform, topk=8, score_threshold=0.3, threads=1)
+    many = _core.postprocess_raw(class_logits, mask_logits, transform, topk=8, score_threshold=0.3, threads=4)
+    assert 1 not in one["query_indices"]
+    for key in one:
+        np.testing.assert_array_equal(one[key], many[key])
+    check_against(one, reference_raw(class_logits, mask_logits, transform, topk=8, threshold=0.3), transform)
+
+
+def test_max_instances_zero():
+    transform = _core.ResizeTransform("stretch", 30, 40, 32, 32)
+    masks = blob_masks(3, 32, 32, seed=3, filled=range(3))
+    result = _core.postprocess_deployable(masks, np.full(3, 0.9, np.float32), np.zeros(3, np.int64), transform,
+                                          max_instances=0)
+    assert result["masks"].shape == (0, 30, 40)
+    class_logits, mask_logits = raw_outputs(4, 1, 8, 8, seed=3)
+    result = _core.postprocess_raw(class_logits, mask_logits, transform, max_instances=0)
+    assert result["masks"].shape == (0, 30, 40) and result["boxes"].shape == (0, 4)
+
+
+def test_random_small_sizes_both_paths():
+    """Random sizes down to 1 pixel, up- and downscaling, both modes, thresholds and caps."""
+    rng = np.random.default_rng(7)
+    kept_total = 0
+    for case in range(60):
+        nh, nw, fh, fw = (int(v) for v in rng.integers(1, 70, 4))
+        transform = _core.ResizeTransform(["stretch", "letterbox"][case % 2], fh * 2, fw, nh, nw)
+        k = int(rng.integers(0, 6))
+        if case % 3 == 0:
+            masks = (rng.uniform(size=(k, nh, nw)) < 0.3).astype(np.float32)
+        elif case % 3 == 1:
+            masks = blob_masks(k, nh, nw, seed=case, filled=range(k)).astype(np.uint8)
+        else:
+            masks = (rng.uniform(size=(k, nh, nw)) * (rng.uniform(size=(k, nh, nw)) < 0.5)).astype(np.float32)
+        scores = rng.uniform(size=k).astype(np.float32)
+        threshold, cap = float(rng.uniform(0, 0.6)), int(rng.integers(0, 6))
+        result = _core.postprocess_deployable(masks, scores, np.zeros(k, np.int64), transform,
+                                              score_threshold=threshold, max_instances=cap)
+        check_against(result, reference_deployable(masks, scores, np.zeros(k, np.int64), transform, threshold, cap),
+                      transform)
+        queries, classes = int(rng.integers(1, 12)), int(rng.integers(1, 4))
+        class_logits = rng.normal(0, 2, (queries, classes + 1)).astype(np.float32)
+        mask_logits = rng.normal(-1, 3, (queries, max(1, nh // 4), max(1, nw // 4))).astype(np.float32)
+        no_object, topk = int(rng.choice([0, -1])), int(rng.integers(1, 30))
+        result = _core.postprocess_raw(class_logits, mask_logits, transform, no_object_index=no_object, topk=topk,
+                                       score_threshold=threshold, max_instances=cap + 1)
+        reference = reference_raw(class_logits, mask_logits, transform, no_object_index=no_object, topk=topk,
+                                  threshold=threshold, max_instances=cap + 1)
+        check_against(result, reference, transform)
+        kept_total += len(reference["scores"])
+    assert kept_total > 60
+
+
 # ---------------------------------------------------------------- instance map
 def test_instance_map_lower_index_wins():
     rng = np.random.default_rng(0)

@@ -150,9 +150,12 @@ int skip_equal_words(const SourceMask& m, const char* p, int n) {
   const std::size_t bytes = static_cast<std::size_t>(n) * item;
   std::size_t i = 0;
   for (; i + 32 <= bytes; i += 32) {
-    std::uint64_t w[4];
-    std::memcpy(w, p + i, 32);
-    if (((w[0] ^ pattern) | (w[1] ^ pattern) | (w[2] ^ pattern) | (w[3] ^ pattern)) != 0) break;
+    std::uint64_t w0, w1, w2, w3;  // separate words stay in registers
+    std::memcpy(&w0, p + i, 8);
+    std::memcpy(&w1, p + i + 8, 8);
+    std::memcpy(&w2, p + i + 16, 8);
+    std::memcpy(&w3, p + i + 24, 8);
+    if (((w0 ^ pattern) | (w1 ^ pattern) | (w2 ^ pattern) | (w3 ^ pattern)) != 0) break;
   }
   for (; i + 8 <= bytes; i += 8) {
     std::uint64_t w;
@@ -184,11 +187,20 @@ void find_runs(const SourceMask& m, int y, RowRuns& r) {
   }
 }
 
+// Output columns [lo, hi) where a horizontal row is exactly 0 (one = 0) or a run of ones (one = 1).
+struct ConstSpan {
+  int lo, hi;
+  std::uint8_t one;
+};
+constexpr int kMinSpan = 8;       // shorter spans are cheaper to blend than to track
+constexpr int kFar = 1 << 30;     // a span end beyond any column
+
 // One source row's horizontal pass over output columns [dx0, dx1) into dst (indexed by output
 // column). Output columns whose two taps sit in one run of 0s or 1s get the run's value by
-// memset / memcpy (the same float the blend gives: 0, or w0 + w1); the others are blended.
+// memset / memcpy (the same float the blend gives: 0, or w0 + w1) and are listed in spans;
+// the others are blended.
 void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRuns& r, int dx0, int dx1,
-                    float* dst) {
+                    float* dst, std::vector<ConstSpan>& spans) {
   auto blend = [&](int from, int to) {
     for (int dx = from; dx < to; ++dx) {
       const math::LinearTap& t = plan.taps[static_cast<std::size_t>(dx)];
@@ -209,6 +221,7 @@ void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRu
       std::memset(dst + lo, 0, sizeof(float) * static_cast<std::size_t>(hi - lo));
     else
       std::memcpy(dst + lo, plan.ones.data() + lo, sizeof(float) * static_cast<std::size_t>(hi - lo));
+    if (hi - lo >= kMinSpan) spans.push_back({lo, hi, static_cast<std::uint8_t>(v == 0.f ? 0 : 1)});
     dx = hi;
   }
   blend(dx, dx1);
@@ -222,6 +235,34 @@ int blend_row(const float* __restrict a, const float* __restrict b, float b0, fl
     const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
     out[k] = v;
     count += v;
+  }
+  return count;
+}
+
+// blend_row over [u0, u1), except where both rows sit in constant spans of the same kind: there
+// the blend is known (both 0 -> 0; both runs of ones -> about 1, > 0.5) and is a memset.
+int blend_row_spans(const float* a, const float* b, float b0, float b1, int u0, int u1,
+                    const std::vector<ConstSpan>& sa, const std::vector<ConstSpan>& sb, std::uint8_t* out) {
+  int count = 0;
+  std::size_t i = 0, j = 0;
+  int k = u0;
+  while (k < u1) {
+    while (i < sa.size() && sa[i].hi <= k) ++i;
+    while (j < sb.size() && sb[j].hi <= k) ++j;
+    const bool in_a = i < sa.size() && sa[i].lo <= k;
+    const bool in_b = j < sb.size() && sb[j].lo <= k;
+    if (in_a && in_b && sa[i].one == sb[j].one) {
+      const int end = std::min(std::min(sa[i].hi, sb[j].hi), u1);
+      std::memset(out + k, sa[i].one, static_cast<std::size_t>(end - k));
+      if (sa[i].one) count += end - k;
+      k = end;
+      continue;
+    }
+    int end = u1;
+    if (i < sa.size()) end = std::min(end, in_a ? sa[i].hi : sa[i].lo);
+    if (j < sb.size()) end = std::min(end, in_b ? sb[j].hi : sb[j].lo);
+    count += blend_row(a, b, b0, b1, k, end, out);
+    k = end;
   }
   return count;
 }
@@ -281,6 +322,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
       std::int64_t used = 0;
       int lo = 0, hi = 0;
       float* buffer = nullptr;
+      std::vector<ConstSpan> spans;  // sorted; the zeros outside [lo, hi) included
     };
     Slot slots[2];
     slots[0].buffer = rows.data();
@@ -332,7 +374,14 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
               std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
             }
           }
-          if (lo < hi) horizontal_row(plan, m, runs, lo, hi, s.buffer);
+          s.spans.clear();
+          if (lo < hi) {
+            s.spans.push_back({-kFar, lo, 0});
+            horizontal_row(plan, m, runs, lo, hi, s.buffer, s.spans);
+            s.spans.push_back({hi, kFar, 0});
+          } else {
+            s.spans.push_back({-kFar, kFar, 0});
+          }
           s.key = key;
           s.used = clock;
           s.lo = lo;
@@ -342,25 +391,24 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
         for (int y = r0; y < r1; ++y) {
           std::uint8_t* orow = out + static_cast<std::int64_t>(y) * W;
           int u0 = 0, u1 = 0;
-          const float *a = nullptr, *b = nullptr;
+          const Slot* sa = nullptr;
+          const Slot* sb = nullptr;
           float b0 = 0.f, b1 = 0.f;
           if (y >= rg.dy0 && y < rg.dy1 && rg.dx0 < rg.dx1) {
             const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
-            const Slot& sa = horizontal(ty.i0);
-            const Slot& sb = horizontal(ty.i1);
-            a = sa.buffer;
-            b = sb.buffer;
+            sa = &horizontal(ty.i0);
+            sb = &horizontal(ty.i1);
             b0 = ty.w0;
             b1 = ty.w1;
-            if (sa.lo < sa.hi && sb.lo < sb.hi) {
-              u0 = std::min(sa.lo, sb.lo);
-              u1 = std::max(sa.hi, sb.hi);
-            } else if (sa.lo < sa.hi) {
-              u0 = sa.lo;
-              u1 = sa.hi;
-            } else if (sb.lo < sb.hi) {
-              u0 = sb.lo;
-              u1 = sb.hi;
+            if (sa->lo < sa->hi && sb->lo < sb->hi) {
+              u0 = std::min(sa->lo, sb->lo);
+              u1 = std::max(sa->hi, sb->hi);
+            } else if (sa->lo < sa->hi) {
+              u0 = sa->lo;
+              u1 = sa->hi;
+            } else if (sb->lo < sb->hi) {
+              u0 = sb->lo;
+              u1 = sb->hi;
             }
           }
           if (u0 >= u1) {
@@ -369,7 +417,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
           }
           std::memset(orow, 0, static_cast<std::size_t>(u0));
           std::memset(orow + u1, 0, static_cast<std::size_t>(W - u1));
-          const int row_count = blend_row(a, b, b0, b1, u0, u1, orow);
+          const int row_count = blend_row_spans(sa->buffer, sb->buffer, b0, b1, u0, u1, sa->spans, sb->spans, orow);
           if (row_count) {
             int first = u0, last = u1 - 1;
             while (!orow[first]) ++first;
