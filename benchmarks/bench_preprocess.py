@@ -1,9 +1,11 @@
 """Time m2f_edge's fused preprocessing against what users write with OpenCV and numpy.
 
     PYTHONPATH=$PWD python benchmarks/bench_preprocess.py [--frame 1080x1920] [--net 800x800] [--runs 200]
+        [--threads 0] [--repeat 3]
 
 Every case runs in this one process, baseline and core interleaved run by run, and reports the
-median time of each and the ratio baseline / core. The user's pipeline is the usual
+median time of each and the ratio baseline / core; with --repeat N the whole measurement is
+repeated and the medians of the N rounds are printed at the end (use it on a shared machine). The user's pipeline is the usual
 cv2.resize + cv2.cvtColor + astype/normalise in numpy + transpose + np.ascontiguousarray (it
 resizes in uint8, which rounds; the core samples in float, so the two differ by up to ~0.01).
 The stretch case is also timed against cv2.dnn.blobFromImage followed by a divide by std.
@@ -82,7 +84,11 @@ def main(argv=None):
     parser.add_argument("--net", type=size, default=(800, 800), help="network input HxW (default 800x800)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per case (default 200)")
     parser.add_argument("--threads", type=int, default=0, help="core threads, 0 = one per core (default)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="repeat the whole measurement and print the median of each column (default 1)")
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.repeat < 1:
+        parser.error("--runs and --repeat must be at least 1")
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, args.frame + (3,), dtype=np.uint8)
@@ -90,8 +96,20 @@ def main(argv=None):
     print("frame %dx%d BGR uint8 -> network %dx%d, %d runs per case, median times" % (args.frame + args.net + (args.runs,)))
     print("cpu cores: %d, cv2 %s with %d threads, numpy %s, core threads: %s" % (
         os.cpu_count() or 0, cv2.__version__, cv2.getNumThreads(), np.__version__, args.threads or "one per core"))
-    print("%-34s %12s %12s %8s" % ("case", "opencv+numpy", "m2f_edge", "ratio"))
+    rounds = [measure(frame, net_h, net_w, args) for _ in range(args.repeat)]
+    if args.repeat > 1:
+        print("median of %d repeats:" % args.repeat)
+        for i, (name, _, _, _) in enumerate(rounds[0]):
+            base_ms = statistics.median(r[i][1] for r in rounds)
+            core_ms = statistics.median(r[i][2] for r in rounds)
+            ratio = statistics.median(r[i][1] / r[i][2] for r in rounds)
+            print("%-34s %9.2f ms %9.2f ms %7.2fx" % (name, base_ms, core_ms, ratio))
+    return 0
 
+
+def measure(frame, net_h, net_w, args):
+    """One round of every case; prints its lines and returns [(name, baseline ms, core ms, note)]."""
+    print("%-34s %12s %12s %8s" % ("case", "opencv+numpy", "m2f_edge", "ratio"))
     results = []
     for mode, dtype in (("stretch", np.float32), ("letterbox", np.float32), ("stretch", np.float16),
                         ("letterbox", np.float16)):
@@ -107,15 +125,17 @@ def main(argv=None):
         difference = float(np.abs(out.astype(np.float32) - opencv_numpy(frame, net_h, net_w, mode, dtype)).max())
         base_ms, core_ms = time_pair(baseline, core, args.runs)
         name = "%s %s" % (mode, np.dtype(dtype).name)
-        results.append((name, base_ms, core_ms))
+        results.append((name, base_ms, core_ms, difference))
         print("%-34s %9.2f ms %9.2f ms %7.2fx   (max |difference| %.4f)" % (name, base_ms, core_ms, base_ms / core_ms,
                                                                         difference))
 
     out = np.empty((1, 3, net_h, net_w), np.float32)
     base_ms, core_ms = time_pair(lambda: opencv_blob(frame, net_h, net_w),
                                  lambda: _core.preprocess(frame, out, threads=args.threads), args.runs)
-    print("%-34s %9.2f ms %9.2f ms %7.2fx" % ("stretch float32 vs blobFromImage", base_ms, core_ms, base_ms / core_ms))
-    return 0
+    name = "stretch float32 vs blobFromImage"
+    results.append((name, base_ms, core_ms, None))
+    print("%-34s %9.2f ms %9.2f ms %7.2fx" % (name, base_ms, core_ms, base_ms / core_ms))
+    return results
 
 
 if __name__ == "__main__":

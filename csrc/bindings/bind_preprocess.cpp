@@ -209,7 +209,8 @@ void bind_preprocess(py::module_& m) {
 frames: uint8 numpy array (H, W), (H, W, C) or (B, H, W, C), or a list of (H, W) / (H, W, C)
     arrays (sizes may differ). C is 1, 3 or 4 and must match `color`. Any strides (crops,
     negative steps, Fortran order) are read in place; no copy of the frame is made.
-    Frames must be at least 32x32.
+    Frames must be at least 32x32. A 3-D array is one (H, W, C) frame: a batch of gray frames is
+    (B, H, W, 1).
 out: writable C-contiguous float32 or float16 array (B, 3, net_height, net_width); its shape gives
     the network size.
 color: 'bgr' (OpenCV), 'rgb', 'bgra', 'rgba' or 'gray' (replicated to R, G and B).

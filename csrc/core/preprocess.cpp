@@ -24,7 +24,7 @@ namespace m2f {
 namespace {
 
 using math::ChannelAffine;
-using math::LinearTap;
+using math::ResizeTap;
 
 struct FramePlan;
 using RowResampler = void (*)(const std::uint8_t* packed_row, const FramePlan& plan, float* const planes[3]);
@@ -39,7 +39,7 @@ struct FramePlan {
   std::vector<int> x_offset0, x_offset1;  // byte offsets of the two taps within a packed row
   std::vector<float> x_weight0, x_weight1;
   int vector_width = 0;  // leading output columns whose taps can be read as whole 4-byte words
-  std::vector<LinearTap> y_taps;
+  std::vector<ResizeTap> y_taps;
   RowResampler resample = nullptr;
   int planes = 3;  // 1 for gray: one plane feeds R, G and B
 };
@@ -304,7 +304,7 @@ FramePlan make_plan(const TensorView& frame, std::size_t index, const Preprocess
   plan.x_weight0.resize(static_cast<std::size_t>(content_width));
   plan.x_weight1.resize(static_cast<std::size_t>(content_width));
   for (int x = 0; x < content_width; ++x) {
-    const LinearTap tap = math::linear_tap(x, plan.width, content_width);
+    const ResizeTap tap = math::linear_tap(x, plan.width, content_width);
     plan.x_offset0[x] = tap.index0 * channels;
     plan.x_offset1[x] = tap.index1 * channels;
     plan.x_weight0[x] = tap.weight0;
@@ -362,7 +362,7 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
       while (row >= first_row[b + 1]) ++b;
       const FramePlan& plan = plans[b];
       const int y = static_cast<int>(row - first_row[b]);
-      const LinearTap& tap = plan.y_taps[y];
+      const ResizeTap& tap = plan.y_taps[y];
       const int frame = static_cast<int>(b);
       const float* top = worker.row(plan, frame, tap.index0, tap.index1);
       const float* bottom = tap.weight1 != 0.f ? worker.row(plan, frame, tap.index1, tap.index0) : top;

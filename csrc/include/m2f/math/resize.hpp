@@ -14,7 +14,7 @@ namespace m2f::math {
 
 // The two source samples and their weights behind one output index of a linear resize.
 // At the clamped edges index1 == index0 and weight1 == 0.
-struct LinearTap {
+struct ResizeTap {
   int index0;
   int index1;
   float weight0;
@@ -27,7 +27,7 @@ struct LinearTap {
 // antialiasing when shrinking). The position is taken exactly, in integers: OpenCV 5 computes it
 // in double, as here to float precision; OpenCV 4.x first rounds it to float, which moves weights
 // by up to ~2e-4 on frames a few thousand pixels wide.
-M2F_HD LinearTap linear_tap(int dst_index, int src_size, int dst_size) {
+M2F_HD ResizeTap linear_tap(int dst_index, int src_size, int dst_size) {
   // position = numerator / denominator
   const long long numerator = (2LL * dst_index + 1) * src_size - dst_size;
   const long long denominator = 2LL * dst_size;
@@ -42,7 +42,7 @@ M2F_HD LinearTap linear_tap(int dst_index, int src_size, int dst_size) {
     index = src_size - 1;
     fraction = 0.f;
   }
-  LinearTap tap;
+  ResizeTap tap;
   tap.index0 = index;
   tap.index1 = index < src_size - 1 ? index + 1 : index;
   tap.weight0 = 1.f - fraction;
