@@ -63,7 +63,7 @@ namespace {
 constexpr int kRowsPerItem = 48;
 
 // First output index whose taps reach [begin, end) and one past the last; taps are monotonic.
-void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, int& out_begin, int& out_end) {
+void output_range(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end) {
   const int n = static_cast<int>(taps.size());
   int lo = 0;
   while (lo < n && taps[static_cast<std::size_t>(lo)].i1 < begin) ++lo;
@@ -75,7 +75,7 @@ void output_range(const std::vector<math::LinearTap>& taps, int begin, int end, 
 
 // The horizontal taps of one transform, with what the run-based pass of 0/1 rows needs.
 struct HorizontalPlan {
-  std::vector<math::LinearTap> taps;   // per output column
+  std::vector<math::MaskTap> taps;   // per output column
   std::vector<float> ones;             // lerp of two 1s = w0 + w1, exactly what a run of ones gives
   std::vector<int> first_i0_at_least;  // [x + 1], x in [-1, src + 1]: first column with i0 >= x
   std::vector<int> first_i1_at_least;  // [x + 1]: first column with i1 >= x
@@ -203,7 +203,7 @@ void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRu
                     float* dst, std::vector<ConstSpan>& spans) {
   auto blend = [&](int from, int to) {
     for (int dx = from; dx < to; ++dx) {
-      const math::LinearTap& t = plan.taps[static_cast<std::size_t>(dx)];
+      const math::MaskTap& t = plan.taps[static_cast<std::size_t>(dx)];
       dst[dx] = math::lerp_taps(value_at(m, r, t.i0), value_at(m, r, t.i1), t);
     }
   };
@@ -282,8 +282,8 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
   const std::int64_t n = static_cast<std::int64_t>(candidates.size());
 
   const HorizontalPlan plan = make_plan(cw, W);
-  const std::vector<math::LinearTap>& xtaps = plan.taps;
-  std::vector<math::LinearTap> ytaps(static_cast<std::size_t>(H));
+  const std::vector<math::MaskTap>& xtaps = plan.taps;
+  std::vector<math::MaskTap> ytaps(static_cast<std::size_t>(H));
   for (int y = 0; y < H; ++y) ytaps[static_cast<std::size_t>(y)] = math::cv_linear_tap_y(y, ch, H);
 
   struct Range {
@@ -395,7 +395,7 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
           const Slot* sb = nullptr;
           float b0 = 0.f, b1 = 0.f;
           if (y >= rg.dy0 && y < rg.dy1 && rg.dx0 < rg.dx1) {
-            const math::LinearTap& ty = ytaps[static_cast<std::size_t>(y)];
+            const math::MaskTap& ty = ytaps[static_cast<std::size_t>(y)];
             sa = &horizontal(ty.i0);
             sb = &horizontal(ty.i1);
             b0 = ty.w0;

@@ -35,7 +35,7 @@ struct QueryMask {
   int y0 = 0, y1 = -1, x0 = 0, x1 = -1;  // tight box of positives, network coordinates
 };
 
-void first_last(const std::vector<math::LinearTap>& taps, int begin, int end, int& out_begin, int& out_end) {
+void first_last(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end) {
   const int n = static_cast<int>(taps.size());
   int lo = 0;
   while (lo < n && taps[static_cast<std::size_t>(lo)].i1 < begin) ++lo;
@@ -45,8 +45,8 @@ void first_last(const std::vector<math::LinearTap>& taps, int begin, int end, in
   out_end = hi;
 }
 
-void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::vector<math::LinearTap>& xtaps,
-                    const std::vector<math::LinearTap>& ytaps, QueryMask& out) {
+void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::vector<math::MaskTap>& xtaps,
+                    const std::vector<math::MaskTap>& ytaps, QueryMask& out) {
   const int h = static_cast<int>(mask_logits.shape[1]), w = static_cast<int>(mask_logits.shape[2]);
   // low-res rows as float, and the box of positive logits
   std::vector<float> low(static_cast<std::size_t>(h) * w);
@@ -87,12 +87,12 @@ void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::ve
     const float* src = low.data() + static_cast<std::size_t>(y) * w;
     float* dst = hrows.data() + static_cast<std::size_t>(y - row_lo) * span;
     for (int dx = nx0; dx < nx1; ++dx) {
-      const math::LinearTap& t = xtaps[static_cast<std::size_t>(dx)];
+      const math::MaskTap& t = xtaps[static_cast<std::size_t>(dx)];
       dst[dx - nx0] = math::lerp_taps(src[t.i0], src[t.i1], t);
     }
   }
   for (int dy = ny0; dy < ny1; ++dy) {
-    const math::LinearTap& t = ytaps[static_cast<std::size_t>(dy)];
+    const math::MaskTap& t = ytaps[static_cast<std::size_t>(dy)];
     const float* a = hrows.data() + static_cast<std::size_t>(t.i0 - row_lo) * span;
     const float* b = hrows.data() + static_cast<std::size_t>(t.i1 - row_lo) * span;
     std::uint8_t* o = out.crop.data() + static_cast<std::size_t>(dy - ny0) * span;
@@ -188,7 +188,7 @@ FrameInstances postprocess_raw(const TensorView& class_logits, const TensorView&
 
   const int net_h = transform.net_height, net_w = transform.net_width;
   const int low_h = static_cast<int>(mask_logits.shape[1]), low_w = static_cast<int>(mask_logits.shape[2]);
-  std::vector<math::LinearTap> xtaps(static_cast<std::size_t>(net_w)), ytaps(static_cast<std::size_t>(net_h));
+  std::vector<math::MaskTap> xtaps(static_cast<std::size_t>(net_w)), ytaps(static_cast<std::size_t>(net_h));
   for (int x = 0; x < net_w; ++x) xtaps[static_cast<std::size_t>(x)] = math::torch_linear_tap(x, low_w, net_w);
   for (int y = 0; y < net_h; ++y) ytaps[static_cast<std::size_t>(y)] = math::torch_linear_tap(y, low_h, net_h);
 

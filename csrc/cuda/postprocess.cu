@@ -65,8 +65,8 @@ struct RawMask {
   Planes logits;
   int net_height, net_width;
   __device__ float logit(long long query, int y, int x) const {
-    const math::LinearTap ty = math::torch_linear_tap(y, logits.height, net_height);
-    const math::LinearTap tx = math::torch_linear_tap(x, logits.width, net_width);
+    const math::MaskTap ty = math::torch_linear_tap(y, logits.height, net_height);
+    const math::MaskTap tx = math::torch_linear_tap(x, logits.width, net_width);
     const float row0 = math::lerp_taps(logits.at(query, ty.i0, tx.i0), logits.at(query, ty.i0, tx.i1), tx);
     const float row1 = math::lerp_taps(logits.at(query, ty.i1, tx.i0), logits.at(query, ty.i1, tx.i1), tx);
     return math::blend_rows(row0, row1, ty.w0, ty.w1);
@@ -212,8 +212,8 @@ __global__ void frame_mask_kernel(Source source, const int* order, const int* qu
   if (x < t.frame_width && y < t.frame_height) {
     const int candidate = order[n];
     const long long query = query_of ? query_of[candidate] / query_divisor : candidate;
-    const math::LinearTap tx = math::cv_linear_tap_x(x, t.content_width, t.frame_width);
-    const math::LinearTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
+    const math::MaskTap tx = math::cv_linear_tap_x(x, t.content_width, t.frame_width);
+    const math::MaskTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
     const float row0 = math::lerp_taps(source.at(query, ty.i0, tx.i0), source.at(query, ty.i0, tx.i1), tx);
     const float row1 = math::lerp_taps(source.at(query, ty.i1, tx.i0), source.at(query, ty.i1, tx.i1), tx);
     on = math::blend_above_half(row0, row1, ty.w0, ty.w1);

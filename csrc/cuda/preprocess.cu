@@ -49,8 +49,8 @@ __global__ void preprocess_kernel(FrameGeometry frame, NetGeometry net, Out* out
     for (int c = 0; c < 3; ++c) store(out + c * plane, index, math::normalize(0.f, net.affine[c]));
     return;
   }
-  const math::LinearTap tx = math::linear_tap(x, frame.width, net.content_width);
-  const math::LinearTap ty = math::linear_tap(y, frame.height, net.content_height);
+  const math::ResizeTap tx = math::linear_tap(x, frame.width, net.content_width);
+  const math::ResizeTap ty = math::linear_tap(y, frame.height, net.content_height);
   const unsigned char* row0 = frame.data + ty.index0 * frame.row_stride;
   const unsigned char* row1 = frame.data + ty.index1 * frame.row_stride;
   const long long col0 = tx.index0 * frame.col_stride, col1 = tx.index1 * frame.col_stride;

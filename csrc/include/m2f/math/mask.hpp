@@ -16,14 +16,16 @@
 namespace m2f::math {
 
 // One output coordinate's two source taps along an axis: value = s[i0] * w0 + s[i1] * w1.
-struct LinearTap {
+// Not resize.hpp's ResizeTap: mask mapping reproduces OpenCV's float path bit for bit, including its
+// vertical edge rule (indices clamped, fraction kept), because 0/1 masks are thresholded at exact ties.
+struct MaskTap {
   int i0 = 0, i1 = 0;
   float w0 = 1.f, w1 = 0.f;
 };
 
 // cv2.resize INTER_LINEAR, horizontal axis: the float position is computed in double and cast, as
 // OpenCV does; out-of-range positions clamp both the index and the weight (edge replicated).
-M2F_HD LinearTap cv_linear_tap_x(int dst, int src_size, int dst_size) {
+M2F_HD MaskTap cv_linear_tap_x(int dst, int src_size, int dst_size) {
   const double scale = 1.0 / (static_cast<double>(dst_size) / src_size);
   float f = static_cast<float>((dst + 0.5) * scale - 0.5);
   int s = static_cast<int>(floorf(f));
@@ -36,7 +38,7 @@ M2F_HD LinearTap cv_linear_tap_x(int dst, int src_size, int dst_size) {
     s = src_size - 1;
     f = 0.f;
   }
-  LinearTap t;
+  MaskTap t;
   t.i0 = s;
   t.i1 = s + 1 < src_size ? s + 1 : src_size - 1;
   t.w0 = 1.f - f;
@@ -46,12 +48,12 @@ M2F_HD LinearTap cv_linear_tap_x(int dst, int src_size, int dst_size) {
 
 // cv2.resize INTER_LINEAR, vertical axis: OpenCV clamps the row indices but keeps the fraction,
 // so edge rows blend a row with itself (equal up to rounding, which only matters at exact ties).
-M2F_HD LinearTap cv_linear_tap_y(int dst, int src_size, int dst_size) {
+M2F_HD MaskTap cv_linear_tap_y(int dst, int src_size, int dst_size) {
   const double scale = 1.0 / (static_cast<double>(dst_size) / src_size);
   float f = static_cast<float>((dst + 0.5) * scale - 0.5);
   int s = static_cast<int>(floorf(f));
   f -= static_cast<float>(s);
-  LinearTap t;
+  MaskTap t;
   t.i0 = s < 0 ? 0 : (s > src_size - 1 ? src_size - 1 : s);
   t.i1 = s + 1 < 0 ? 0 : (s + 1 > src_size - 1 ? src_size - 1 : s + 1);
   t.w0 = 1.f - f;
@@ -61,12 +63,12 @@ M2F_HD LinearTap cv_linear_tap_y(int dst, int src_size, int dst_size) {
 
 // PyTorch bilinear, align_corners=False, no scale factor given: float arithmetic throughout,
 // negative positions clamp to 0, the upper neighbour clamps to the last index.
-M2F_HD LinearTap torch_linear_tap(int dst, int src_size, int dst_size) {
+M2F_HD MaskTap torch_linear_tap(int dst, int src_size, int dst_size) {
   const float scale = static_cast<float>(src_size) / static_cast<float>(dst_size);
   float f = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
   if (f < 0.f) f = 0.f;
   const int s = static_cast<int>(f);
-  LinearTap t;
+  MaskTap t;
   t.i0 = s;
   t.i1 = s + (s < src_size - 1 ? 1 : 0);
   t.w1 = f - static_cast<float>(s);
@@ -75,7 +77,7 @@ M2F_HD LinearTap torch_linear_tap(int dst, int src_size, int dst_size) {
 }
 
 // Horizontal pass: one output element from a source row.
-M2F_HD float lerp_taps(float a, float b, const LinearTap& t) { return a * t.w0 + b * t.w1; }
+M2F_HD float lerp_taps(float a, float b, const MaskTap& t) { return a * t.w0 + b * t.w1; }
 
 // Vertical pass of cv2 (row0 * b0 + row1 * b1) then the 0.5 threshold TAO applies to resized masks.
 M2F_HD bool blend_above_half(float row0, float row1, float b0, float b1) { return row0 * b0 + row1 * b1 > 0.5f; }
