@@ -46,6 +46,16 @@ void check_transform(const ResizeTransform& t) {
     throw std::invalid_argument("transform: inconsistent sizes");
 }
 
+void output_range(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end) {
+  const int n = static_cast<int>(taps.size());
+  int lo = 0;
+  while (lo < n && taps[static_cast<std::size_t>(lo)].i1 < begin) ++lo;
+  int hi = lo;
+  while (hi < n && taps[static_cast<std::size_t>(hi)].i0 < end) ++hi;
+  out_begin = lo;
+  out_end = hi;
+}
+
 void select_candidates(std::vector<Candidate>& candidates, const SelectionOptions& options) {
   if (options.max_instances < 0) throw std::invalid_argument("max_instances must be >= 0");
   const float threshold = options.score_threshold;
@@ -61,17 +71,6 @@ void select_candidates(std::vector<Candidate>& candidates, const SelectionOption
 namespace {
 
 constexpr int kRowsPerItem = 48;
-
-// First output index whose taps reach [begin, end) and one past the last; taps are monotonic.
-void output_range(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end) {
-  const int n = static_cast<int>(taps.size());
-  int lo = 0;
-  while (lo < n && taps[static_cast<std::size_t>(lo)].i1 < begin) ++lo;
-  int hi = lo;
-  while (hi < n && taps[static_cast<std::size_t>(hi)].i0 < end) ++hi;
-  out_begin = lo;
-  out_end = hi;
-}
 
 // The horizontal taps of one transform, with what the run-based pass of 0/1 rows needs.
 struct HorizontalPlan {

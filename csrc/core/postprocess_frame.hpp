@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "m2f/math/mask.hpp"
 #include "m2f/postprocess.hpp"
 
 namespace m2f::detail {
@@ -39,5 +40,9 @@ FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const Resi
 float element_as_float(const char* address, DType dtype);
 
 void check_transform(const ResizeTransform& transform);
+
+// The output indices [out_begin, out_end) whose taps reach source indices [begin, end); taps are
+// monotonic, so only that span of the output can be nonzero.
+void output_range(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end);
 
 }  // namespace m2f::detail

@@ -35,16 +35,6 @@ struct QueryMask {
   int y0 = 0, y1 = -1, x0 = 0, x1 = -1;  // tight box of positives, network coordinates
 };
 
-void first_last(const std::vector<math::MaskTap>& taps, int begin, int end, int& out_begin, int& out_end) {
-  const int n = static_cast<int>(taps.size());
-  int lo = 0;
-  while (lo < n && taps[static_cast<std::size_t>(lo)].i1 < begin) ++lo;
-  int hi = lo;
-  while (hi < n && taps[static_cast<std::size_t>(hi)].i0 < end) ++hi;
-  out_begin = lo;
-  out_end = hi;
-}
-
 void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::vector<math::MaskTap>& xtaps,
                     const std::vector<math::MaskTap>& ytaps, QueryMask& out) {
   const int h = static_cast<int>(mask_logits.shape[1]), w = static_cast<int>(mask_logits.shape[2]);
@@ -69,8 +59,8 @@ void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::ve
   }
   if (ly1 < 0) return;  // no positive logit: no pixel of the upsampled mask is positive
   int ny0, ny1, nx0, nx1;
-  first_last(ytaps, ly0, ly1 + 1, ny0, ny1);
-  first_last(xtaps, lx0, lx1 + 1, nx0, nx1);
+  detail::output_range(ytaps, ly0, ly1 + 1, ny0, ny1);
+  detail::output_range(xtaps, lx0, lx1 + 1, nx0, nx1);
   if (ny0 >= ny1 || nx0 >= nx1) return;  // no output pixel blends a positive logit
   const int span = nx1 - nx0;
   out.origin_y = ny0;
