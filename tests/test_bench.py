@@ -532,12 +532,13 @@ def test_sigterm_during_a_sweep_restores_the_power_mode(tiny_model, tmp_path, fa
     import subprocess
 
     root, log = fake_orin
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    from subprocess_env import SUBPROCESS_CWD, subprocess_env
+
+    env = subprocess_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "m2f_edge.bench", "--model", tiny_model("deployable", height=64, width=96),
          "--power-modes", "0", "--settle", "0", "--input-size", "96x64", "--warmup", "0", "--duration", "60"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        env=env, cwd=SUBPROCESS_CWD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     try:
         deadline = time.time() + 60
         while "nvpmodel -m 0" not in fake_jetson.read_calls(log) and time.time() < deadline:

@@ -14,13 +14,14 @@ from tiny_models import make_test_frame, mask_iou
 cv2 = pytest.importorskip("cv2")
 mask_api = pytest.importorskip("pycocotools.mask")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from subprocess_env import SUBPROCESS_CWD, subprocess_env  # noqa: E402
+
 
 
 def cli_run(*args, cwd=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "m2f_edge"] + [str(a) for a in args], cwd=cwd, env=env,
+    env = subprocess_env()
+    return subprocess.run([sys.executable, "-m", "m2f_edge"] + [str(a) for a in args], cwd=cwd or SUBPROCESS_CWD,
+                          env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
 
 

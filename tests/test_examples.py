@@ -12,6 +12,7 @@ cv2 = pytest.importorskip("cv2")
 
 from tiny_models import make_deployable_model, make_test_frame  # noqa: E402
 from video_helpers import make_video  # noqa: E402
+from subprocess_env import SUBPROCESS_CWD, subprocess_env  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = ["camera_csi.py", "camera_usb.py", "rtsp.py", "video_file.py", "multi_camera.py"]
@@ -19,8 +20,7 @@ FRAMES = 8
 
 
 def run_example(name, *args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     return subprocess.run([sys.executable, os.path.join(ROOT, "examples", name)] + list(args), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
 
@@ -93,10 +93,9 @@ def test_example_reports_a_missing_source(assets, tmp_path):
 def test_cli_run_writes_an_overlay_video(assets, tmp_path):
     model, video, frame, masks = assets
     out = str(tmp_path / "cli.avi")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     result = subprocess.run([sys.executable, "-m", "m2f_edge", "run", "--model", model, "--source", video,
-                             "--output", out, "--threshold", "0.5", "--batch", "3"], env=env,
+                             "--output", out, "--threshold", "0.5", "--batch", "3"], env=env, cwd=SUBPROCESS_CWD,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("%d frames in" % FRAMES) and "written to " + out in result.stdout
@@ -107,11 +106,10 @@ def test_cli_run_writes_an_overlay_video(assets, tmp_path):
 
 
 def test_cli_run_reports_a_bad_source(assets, tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     result = subprocess.run([sys.executable, "-m", "m2f_edge", "run", "--model", assets[0], "--source",
                              "csi://0" if "GStreamer:                   NO" in cv2.getBuildInformation()
-                             else str(tmp_path / "none.mp4")], env=env,
+                             else str(tmp_path / "none.mp4")], env=env, cwd=SUBPROCESS_CWD,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert result.returncode == 1
     assert "m2f-edge run: error:" in result.stderr
