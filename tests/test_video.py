@@ -95,6 +95,29 @@ def test_gstreamer_uris_name_the_opencv_needed(uri):
 
 @pytest.mark.skipif(not gstreamer_available(), reason="OpenCV without GStreamer (PyPI wheels); run with JetPack's "
                                                        "or the distribution's python3-opencv")
+def test_gstreamer_sink_pushes_frames_into_its_pipeline(tmp_path):
+    from m2f_edge.video.sinks import GStreamerSink
+
+    pattern = str(tmp_path / "%03d.png")
+    sink = GStreamerSink("appsrc ! videoconvert ! pngenc ! multifilesink location=" + pattern, fps=10)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, :32] = (0, 0, 255)
+    for _ in range(3):
+        sink.write(frame)
+    with pytest.raises(ValueError, match="opened for 64x48 frames, got 32x48"):
+        sink.write(frame[:, :32])
+    sink.close()
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["000.png", "001.png", "002.png"] and sink.frames_written == 3
+    import cv2
+
+    assert np.array_equal(cv2.imread(str(tmp_path / "001.png")), frame)
+    with pytest.raises(SinkError, match="write after close"):
+        sink.write(frame)
+
+
+@pytest.mark.skipif(not gstreamer_available(), reason="OpenCV without GStreamer (PyPI wheels); run with JetPack's "
+                                                       "or the distribution's python3-opencv")
 def test_gstreamer_videotestsrc_pipeline():
     uri = ("gst://videotestsrc num-buffers=15 pattern=ball ! video/x-raw,width=64,height=48,framerate=30/1 ! "
            "videoconvert ! video/x-raw,format=BGR ! appsink")

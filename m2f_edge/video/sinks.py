@@ -74,12 +74,40 @@ class Sink:
         return "%s(%r)" % (type(self).__name__, self.uri)
 
 
-class VideoFileSink(Sink):
+class _VideoWriterSink(Sink):
+    """A sink behind one cv2.VideoWriter, opened at the first frame, whose size the later frames keep."""
+
+    def __init__(self, uri: str, fps: Optional[float]):
+        super().__init__(uri)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self._writer = None
+        self._size = None
+
+    def _open_writer(self, cv2, size):
+        """An opened cv2.VideoWriter for frames of size (width, height), or SinkError."""
+        raise NotImplementedError
+
+    def write(self, image: np.ndarray) -> None:
+        if self.closed:
+            raise SinkError("sink %r: write after close" % (self.uri,))
+        image = _check_image(image, self)
+        size = (image.shape[1], image.shape[0])
+        if self._writer is None:
+            self._writer = self._open_writer(_cv2(), size)
+            self._size = size
+        elif size != self._size:
+            raise ValueError("image: sink %r was opened for %dx%d frames, got %dx%d" % (
+                self.uri, self._size[0], self._size[1], size[0], size[1]))
+        self._writer.write(np.ascontiguousarray(image))
+        self.frames_written += 1
+
+
+class VideoFileSink(_VideoWriterSink):
     """A video file. Opened at the first frame (its size); written to a hidden temporary file in the
     same folder and renamed to ``path`` by :meth:`close`; :meth:`abort` deletes the temporary file."""
 
     def __init__(self, path: str, fps: Optional[float] = None, fourcc: Optional[str] = None, uri: str = ""):
-        super().__init__(uri or path)
+        super().__init__(uri or path, fps)
         ext = os.path.splitext(path)[1].lower()
         if ext not in VIDEO_EXTENSIONS:
             raise SinkError("sink %r: unknown video extension %r (expected %s)" % (
@@ -88,32 +116,18 @@ class VideoFileSink(Sink):
         if not os.path.isdir(folder):
             raise SinkError("sink %r: folder %s does not exist" % (path, folder))
         self.path = path
-        self.fps = float(fps) if fps and fps > 0 else 30.0
         self.fourcc = (fourcc or VIDEO_EXTENSIONS[ext])[:4]
         handle, self._temp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial" + ext,
                                                    dir=folder)
         os.close(handle)
-        self._writer = None
-        self._size = None
 
-    def write(self, image: np.ndarray) -> None:
-        if self.closed:
-            raise SinkError("sink %r: write after close" % (self.uri,))
-        image = _check_image(image, self)
-        cv2 = _cv2()
-        size = (image.shape[1], image.shape[0])
-        if self._writer is None:
-            writer = cv2.VideoWriter(self._temp_path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
-            if not writer.isOpened():
-                self.abort()
-                raise SinkError("sink %r: OpenCV (%s) cannot write %s video with codec %r" % (
-                    self.uri, cv2.__version__, os.path.splitext(self.path)[1], self.fourcc))
-            self._writer, self._size = writer, size
-        elif size != self._size:
-            raise ValueError("image: sink %r was opened for %dx%d frames, got %dx%d" % (
-                self.uri, self._size[0], self._size[1], size[0], size[1]))
-        self._writer.write(np.ascontiguousarray(image))
-        self.frames_written += 1
+    def _open_writer(self, cv2, size):
+        writer = cv2.VideoWriter(self._temp_path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+        if not writer.isOpened():
+            self.abort()
+            raise SinkError("sink %r: OpenCV (%s) cannot write %s video with codec %r" % (
+                self.uri, cv2.__version__, os.path.splitext(self.path)[1], self.fourcc))
+        return writer
 
     def close(self) -> None:
         if self.closed:
@@ -216,34 +230,20 @@ class DisplaySink(Sink):
         self.closed = True
 
 
-class GStreamerSink(Sink):
+class GStreamerSink(_VideoWriterSink):
     """Frames pushed into a GStreamer pipeline starting with appsrc (cv2.VideoWriter, CAP_GSTREAMER)."""
 
     def __init__(self, pipeline: str, fps: Optional[float] = None, uri: str = ""):
-        super().__init__(uri or pipeline)
+        super().__init__(uri or pipeline, fps)
         if not gstreamer_available():
             raise SinkError(_gstreamer_missing_message(self.uri))
         self.pipeline = pipeline
-        self.fps = float(fps) if fps and fps > 0 else 30.0
-        self._writer = None
-        self._size = None
 
-    def write(self, image: np.ndarray) -> None:
-        if self.closed:
-            raise SinkError("sink %r: write after close" % (self.uri,))
-        image = _check_image(image, self)
-        cv2 = _cv2()
-        size = (image.shape[1], image.shape[0])
-        if self._writer is None:
-            writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, size, True)
-            if not writer.isOpened():
-                raise SinkError("sink %r: cannot open GStreamer pipeline %r" % (self.uri, self.pipeline))
-            self._writer, self._size = writer, size
-        elif size != self._size:
-            raise ValueError("image: sink %r was opened for %dx%d frames, got %dx%d" % (
-                self.uri, self._size[0], self._size[1], size[0], size[1]))
-        self._writer.write(np.ascontiguousarray(image))
-        self.frames_written += 1
+    def _open_writer(self, cv2, size):
+        writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, size, True)
+        if not writer.isOpened():
+            raise SinkError("sink %r: cannot open GStreamer pipeline %r" % (self.uri, self.pipeline))
+        return writer
 
     def close(self) -> None:
         if self._writer is not None:
