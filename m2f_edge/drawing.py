@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from . import _core
+from ._opencv import require_cv2
 
 __all__ = ["palette", "overlay", "draw_instances", "draw_text_line"]
 
@@ -18,14 +19,7 @@ _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 
 
 def _cv2():
-    try:
-        import cv2  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "drawing boxes and labels needs OpenCV: on Jetson use JetPack's system OpenCV "
-            "(python3-opencv); elsewhere pip install 'm2f-edge[opencv]'"
-        ) from exc
-    return cv2
+    return require_cv2("drawing boxes and labels")
 
 
 def palette(count: int, saturation: float = 0.85, value: float = 0.95) -> np.ndarray:

@@ -24,6 +24,8 @@ import time
 from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from .._opencv import require_cv2
+
 __all__ = [
     "Frame", "Source", "SourceError", "VideoFileSource", "ImageSource", "LiveSource", "open_source",
     "gstreamer_available", "IMAGE_EXTENSIONS",
@@ -58,14 +60,7 @@ class Frame:
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "video sources need OpenCV: on Jetson use JetPack's system OpenCV (python3-opencv, built with "
-            "GStreamer); elsewhere pip install 'm2f-edge[opencv]'"
-        ) from exc
-    return cv2
+    return require_cv2("video sources and sinks")
 
 
 def gstreamer_available() -> bool:
