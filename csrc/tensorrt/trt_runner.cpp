@@ -61,9 +61,7 @@ bool to_dtype(nvinfer1::DataType t, DType* out, std::string* name) {
     case nvinfer1::DataType::kHALF: *name = "float16"; *out = DType::float16; return true;
     case nvinfer1::DataType::kINT32: *name = "int32"; *out = DType::int32; return true;
     case nvinfer1::DataType::kBOOL: *name = "bool"; *out = DType::boolean; return true;
-#if NV_TENSORRT_MAJOR > 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR >= 6)  // kUINT8: documented from 8.6
     case nvinfer1::DataType::kUINT8: *name = "uint8"; *out = DType::uint8; return true;
-#endif
     case nvinfer1::DataType::kINT8: *name = "int8"; return false;
 #if NV_TENSORRT_MAJOR >= 10
     case nvinfer1::DataType::kINT64: *name = "int64"; *out = DType::int64; return true;
@@ -95,7 +93,8 @@ std::once_flag plugins_once;
 bool plugins_ok = false;
 
 std::size_t engine_device_memory(const nvinfer1::ICudaEngine& engine) {
-#if NV_TENSORRT_MAJOR >= 11
+#if NV_TENSORRT_MAJOR > 10 || (NV_TENSORRT_MAJOR == 10 && NV_TENSORRT_MINOR >= 1)
+  // getDeviceMemorySize() is deprecated from 10.1 and gone in 11.
   return static_cast<std::size_t>(engine.getDeviceMemorySizeV2());
 #else
   return engine.getDeviceMemorySize();
