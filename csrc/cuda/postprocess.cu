@@ -171,7 +171,7 @@ __global__ void mask_score_kernel(RawMask raw, const int* candidate_index, const
   block_sum[threadIdx.x] = sum;
   block_inside[threadIdx.x] = inside;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) {
       block_sum[threadIdx.x] += block_sum[threadIdx.x + s];
       block_inside[threadIdx.x] += block_inside[threadIdx.x + s];
