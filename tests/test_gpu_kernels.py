@@ -141,6 +141,13 @@ def test_preprocess_errors_name_the_argument():
                                      "strides": None, "version": 2}
     with pytest.raises(ValueError, match="frames"):
         gpu.preprocess(fake, out)
+    # a float view one byte into a buffer: refused (a misaligned load would kill the CUDA context)
+    buffer = to_device(np.zeros(4 * 3 * 64 * 64 + 4, np.uint8))
+    odd = type("Odd", (), {})()
+    odd.__cuda_array_interface__ = {"shape": (1, 3, 64, 64), "typestr": "<f4", "data": (buffer.ptr + 1, False),
+                                    "strides": None, "version": 2}
+    with pytest.raises(ValueError, match="out"):
+        gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), odd)
     # a failed frame does not poison the next
     gpu.preprocess(to_device(np.zeros((64, 64, 3), np.uint8)), out)
     np.testing.assert_allclose(out.to_numpy()[0, 0], (0 - 0.485) / 0.229, rtol=1e-6)

@@ -97,6 +97,17 @@ void check_pointer_usable(const void* data, const char* arg) {
     throw py::value_error(device_mismatch(arg, attributes.device, current));
 }
 
+// Kernels load elements with their natural alignment: a misaligned float or int64 would be a
+// cudaErrorMisalignedAddress, which is sticky (every later CUDA call of the process fails).
+void check_aligned(const TensorView& v, const char* arg) {
+  const auto size = static_cast<std::int64_t>(dtype_size(v.dtype));
+  bool aligned = reinterpret_cast<std::uintptr_t>(v.data) % static_cast<std::uintptr_t>(size) == 0;
+  for (int i = 0; i < v.ndim; ++i) aligned = aligned && (v.shape[i] <= 1 || v.strides[i] % size == 0);
+  if (!aligned)
+    throw py::value_error(std::string("argument '") + arg + "': the GPU array's address or strides are not multiples of " +
+                          std::to_string(size) + " bytes (its element size)");
+}
+
 // The producer's stream must finish writing before our kernels read.
 void wait_for_stream(cudaStream_t producer, cudaStream_t consumer) {
   if (producer == consumer) return;
@@ -213,6 +224,7 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
     py::tuple data = cai["data"];
     v.data = reinterpret_cast<void*>(data[0].cast<std::uintptr_t>());
     v.device_id = current_device();
+    check_aligned(v, arg);
     check_pointer_usable(v.data, arg);
     if (cai.contains("stream") && !cai["stream"].is_none()) {
       auto producer = cai["stream"].cast<std::uintptr_t>();
@@ -268,6 +280,7 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
     v.device_id = t.device.device_id;
     if (t.device.device_type == kDLCUDA && t.device.device_id != current_device())
       throw py::value_error(device_mismatch(arg, t.device.device_id, current_device()));
+    check_aligned(v, arg);
     return out;
   }
   throw py::type_error(std::string("argument '") + arg +
