@@ -19,6 +19,8 @@ py="${PYTHON:-python3}"
 budget="${M2F_SUITE_BUDGET:-570}"
 status=0
 stage() { echo; echo "== $* (t=${SECONDS}s)"; }
+# the log is written by a tee in the background: give it a moment to drain before the command ends
+finish() { sleep 1; exit "$1"; }
 left() { echo $(( budget - SECONDS )); }
 # tools/ holds the pytest plugin that turns "optional package missing" into a skip
 export PYTHONPATH="$PWD:$PWD/tools${PYTHONPATH:+:$PYTHONPATH}"
@@ -54,7 +56,7 @@ stage "build with CUDA (architectures $M2F_CUDA_ARCHITECTURES)"
 if ! M2F_CUDA=ON JOBS="${JOBS:-$(nproc)}" tools/dev_build.sh > "$out/build.log" 2>&1; then
   tail -n 60 "$out/build.log"
   echo "== build failed (full log: $out/build.log)"
-  exit 1
+  finish 1
 fi
 tail -n 3 "$out/build.log"
 "$py" -c "import json, m2f_edge; print(json.dumps(m2f_edge.build_info(), indent=1))" | tee "$out/build_info.json"
@@ -87,4 +89,4 @@ else
 fi
 
 stage "done: exit $status, results in $out"
-exit $status
+finish "$status"
