@@ -66,17 +66,17 @@ if ! "$py" -c "import sys, m2f_edge; sys.exit(0 if m2f_edge.build_info().get('gp
 fi
 
 stage "GPU tests (kernels vs CPU twins, zero-copy inputs, TensorRT runner where built)"
-timeout --signal=INT "$(( $(left) > 300 ? 300 : $(left) ))" \
+timeout --signal=INT --kill-after=20 "$(( $(left) > 300 ? 300 : $(left) ))" \
   "$py" -m pytest tests -m gpu "${pytest_args[@]}" --junitxml="$out/gpu-tests.xml" || status=1
 
 stage "GPU benchmark"
-timeout --signal=INT "$(( $(left) > 150 ? 150 : $(left) ))" \
+timeout --signal=INT --kill-after=20 "$(( $(left) > 150 ? 150 : $(left) ))" \
   "$py" benchmarks/bench_gpu.py --repeat 20 --json "$out/bench_gpu.json" | tee "$out/bench_gpu.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 stage "the CPU suite against the CUDA build"
 if [ "$(left)" -gt 30 ]; then
-  timeout --signal=INT "$(( $(left) - 10 ))" \
+  timeout --signal=INT --kill-after=20 "$(( $(left) - 10 ))" \
     "$py" -m pytest tests -m "not gpu" "${pytest_args[@]}" --junitxml="$out/cpu-tests.xml"
   rc=$?
   if [ "$rc" -eq 124 ]; then
