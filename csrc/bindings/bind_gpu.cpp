@@ -272,7 +272,8 @@ void bind_cuda(py::module_& g) {
           throw py::value_error("copy: 'dst' and 'src' must be C-contiguous with the same number of bytes");
         py::gil_scoped_release release;
         M2F_CUDA_CHECK(cudaMemcpyAsync(d.view.data, s.view.data, bytes, cudaMemcpyDefault, stream));
-        if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+        // A DLPack borrow is released (its deleter called) on return: the copy must be done by then.
+        if (synchronize || d.from_dlpack || s.from_dlpack) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
       },
       py::arg("dst"), py::arg("src"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
       "Asynchronous copy between contiguous GPU arrays or mapped host buffers (DeviceArray memory='mapped'\n"
