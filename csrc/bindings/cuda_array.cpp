@@ -169,7 +169,8 @@ py::dict cuda_array_interface(const DeviceArray& array) {
   d["data"] = py::make_tuple(reinterpret_cast<std::uintptr_t>(array.device_pointer()), false);
   d["strides"] = py::none();
   d["version"] = 3;
-  // Work on it is synchronised by the functions that write it; consumers need not wait.
+  // The functions that write it wait for their stream unless called with synchronize=False, and then
+  // the caller synchronises before handing the array on (docs/gpu.md): consumers need not wait.
   d["stream"] = py::none();
   return d;
 }
