@@ -144,8 +144,10 @@ class GpuPipeline:
             self._frames[key] = DeviceArray((height, width, channels), "uint8", "auto")
         return self._frames[key]
 
-    def _staging_buffer(self, shape: Tuple[int, ...]):
-        key = ("staging",) + tuple(shape)
+    def _staging_buffer(self, shape: Tuple[int, ...], index: int):
+        # One per batch position: frames of one batch are staged before any of their copies has run,
+        # so two same-sized frames sharing one staging buffer would both arrive as the last one.
+        key = ("staging", index) + tuple(shape)
         if key not in self._frames:
             self._frames[key] = DeviceArray(tuple(shape), "uint8", "mapped")  # page-locked host memory
         return self._frames[key]
@@ -170,7 +172,7 @@ class GpuPipeline:
             else:
                 # discrete GPU: into pinned staging (a CPU copy), then an async DMA on the pipeline's stream;
                 # the previous run() has waited for its own copy, so the staging buffer is free again
-                staging = self._staging_buffer(buffer.shape)
+                staging = self._staging_buffer(buffer.shape, i)
                 staging.numpy()[...] = frame
                 _gpu.copy(buffer, staging, stream=self.stream, synchronize=False)
             staged.append(buffer)

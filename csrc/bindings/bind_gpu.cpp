@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -55,11 +58,65 @@ BorrowedView device_input(const py::handle& obj, const char* arg, cudaStream_t s
 
 std::vector<std::int64_t> shape_of(const TensorView& v) { return std::vector<std::int64_t>(v.shape.begin(), v.shape.begin() + v.ndim); }
 
-// One workspace per thread: calls from different threads never share scratch, and a call's
-// results are copied out before it returns, so the next frame cannot overwrite them.
-cuda::PostprocessWorkspace& thread_workspace() {
-  thread_local cuda::PostprocessWorkspace workspace;
-  return workspace;
+// Post-processing scratch, per device, leased for the length of one call. Two threads, or two
+// Segmenters on different streams, never share a workspace at the same time; a workspace is only
+// used on the device it was allocated on. A call waits for its stream before it hands the lease
+// back (read_results synchronises; a failed call synchronises here), so a pooled workspace has no
+// work in flight. The pool keeps one grown workspace per concurrent caller and device; it is
+// never destroyed (the memory goes with the process, after the CUDA runtime may be gone).
+class WorkspaceLease {
+ public:
+  explicit WorkspaceLease(cudaStream_t stream) : stream_(stream) {
+    M2F_CUDA_CHECK(cudaGetDevice(&device_));
+    std::lock_guard<std::mutex> lock(mutex());
+    auto& free = free_lists()[device_];
+    if (free.empty()) {
+      workspace_ = std::make_unique<cuda::PostprocessWorkspace>();
+    } else {
+      workspace_ = std::move(free.back());
+      free.pop_back();
+    }
+  }
+  WorkspaceLease(const WorkspaceLease&) = delete;
+  WorkspaceLease& operator=(const WorkspaceLease&) = delete;
+  ~WorkspaceLease() {
+    if (!finished_) {  // an exception left kernels of this call possibly in flight: let them end
+      py::gil_scoped_release release;
+      if (cudaStreamSynchronize(stream_) != cudaSuccess) {
+        cudaGetLastError();
+        return;  // a broken context: drop the workspace rather than hand it to the next call
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex());
+    free_lists()[device_].push_back(std::move(workspace_));
+  }
+  cuda::PostprocessWorkspace& get() { return *workspace_; }
+  // The call's results were read (its stream was synchronised): no kernel uses the workspace now.
+  void finished() { finished_ = true; }
+
+ private:
+  using FreeLists = std::map<int, std::vector<std::unique_ptr<cuda::PostprocessWorkspace>>>;
+  static std::mutex& mutex() {
+    static auto* m = new std::mutex;
+    return *m;
+  }
+  static FreeLists& free_lists() {
+    static auto* lists = new FreeLists;
+    return *lists;
+  }
+  cudaStream_t stream_;
+  int device_ = 0;
+  bool finished_ = false;
+  std::unique_ptr<cuda::PostprocessWorkspace> workspace_;
+};
+
+// Host <-> device copies outside the kernels' streams: cudaMemcpy from pageable memory may return
+// before its DMA lands (and the legacy stream does not order non-blocking streams), so every
+// such copy is made on one stream and waited for.
+void copy_and_wait(void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  M2F_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
+  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 DType parse_dtype(const py::object& dtype) {
@@ -108,12 +165,15 @@ void bind_cuda(py::module_& g) {
               mapped = info.present && info.integrated && info.can_map_host_memory;
             }
             auto device = std::make_shared<DeviceArray>(shape_of(hv), hv.dtype, mapped);
-            if (device->nbytes() > 0)
-              M2F_CUDA_CHECK(cudaMemcpy(device->device_pointer(), contiguous.data(), device->nbytes(),
-                                        cudaMemcpyHostToDevice));
+            const void* src = contiguous.data();
+            {
+              py::gil_scoped_release release;
+              copy_and_wait(device->device_pointer(), src, device->nbytes(), nullptr);
+            }
             return device;
           },
-          py::arg("array"), py::arg("memory") = "device", "A GPU copy of a numpy array.")
+          py::arg("array"), py::arg("memory") = "device",
+          "A GPU copy of a numpy array (complete when this returns: any stream may read it).")
       .def_property_readonly("shape",
                              [](const DeviceArray& a) {
                                py::tuple t(a.shape().size());
@@ -137,7 +197,7 @@ void bind_cuda(py::module_& g) {
           "The host view of a mapped array (no copy; the array stays alive while the view does).")
       .def(
           "copy_from",
-          [](DeviceArray& a, const py::array& host) {
+          [](DeviceArray& a, const py::array& host, const py::object& stream_obj) {
             py::array contiguous = py::array::ensure(host, py::array::c_style);
             TensorView hv = view_of(contiguous, "array");
             // --- types
@@ -150,23 +210,35 @@ void bind_cuda(py::module_& g) {
                                     shape_string(hv));
             if (a.nbytes() == 0) return;
             const void* src = contiguous.data();
+            const bool ordered = !stream_obj.is_none();
+            cudaStream_t stream = stream_from(stream_obj);
             py::gil_scoped_release release;
-            M2F_CUDA_CHECK(cudaMemcpy(a.device_pointer(), src, a.nbytes(), cudaMemcpyDefault));
+            // Without a stream, kernels still reading the old contents on any stream must end first.
+            if (!ordered) M2F_CUDA_CHECK(cudaDeviceSynchronize());
+            copy_and_wait(a.device_pointer(), src, a.nbytes(), stream);
           },
-          py::arg("array"),
-          "Copies a numpy array of the same shape and dtype in (a plain CPU copy for mapped memory).")
+          py::arg("array"), py::kw_only(), py::arg("stream") = py::none(),
+          "Copies a numpy array of the same shape and dtype in; complete when this returns. With stream=,\n"
+          "the copy is ordered after the work already on that stream; without, after all work on the device.")
       .def(
           "to_numpy",
-          [](const DeviceArray& a) {
+          [](const DeviceArray& a, const py::object& stream_obj) {
             std::vector<py::ssize_t> shape(a.shape().begin(), a.shape().end());
             py::array out(py::dtype(typestr_of(a.dtype())), shape);
             if (a.nbytes() > 0) {
+              const bool ordered = !stream_obj.is_none();
+              cudaStream_t stream = stream_from(stream_obj);
+              void* dst = out.mutable_data();
               py::gil_scoped_release release;
-              M2F_CUDA_CHECK(cudaMemcpy(out.mutable_data(), a.device_pointer(), a.nbytes(), cudaMemcpyDeviceToHost));
+              // cudaMemcpy alone would not wait for kernels on non-blocking streams (m2f_edge's own).
+              if (!ordered) M2F_CUDA_CHECK(cudaDeviceSynchronize());
+              copy_and_wait(dst, a.device_pointer(), a.nbytes(), stream);
             }
             return out;
           },
-          "A host copy (waits for all work on the device).")
+          py::kw_only(), py::arg("stream") = py::none(),
+          "A host copy. Without stream= it waits for all work on the device first; with stream= it is\n"
+          "ordered after the work on that stream only.")
       .def("__repr__", [](const DeviceArray& a) {
         std::string s = "DeviceArray(shape=(";
         for (std::size_t i = 0; i < a.shape().size(); ++i) s += (i ? ", " : "") + std::to_string(a.shape()[i]);
@@ -200,7 +272,8 @@ void bind_cuda(py::module_& g) {
           throw py::value_error("copy: 'dst' and 'src' must be C-contiguous with the same number of bytes");
         py::gil_scoped_release release;
         M2F_CUDA_CHECK(cudaMemcpyAsync(d.view.data, s.view.data, bytes, cudaMemcpyDefault, stream));
-        if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+        // A DLPack borrow is released (its deleter called) on return: the copy must be done by then.
+        if (synchronize || d.from_dlpack || s.from_dlpack) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
       },
       py::arg("dst"), py::arg("src"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
       "Asynchronous copy between contiguous GPU arrays or mapped host buffers (DeviceArray memory='mapped'\n"
@@ -287,12 +360,14 @@ void bind_cuda(py::module_& g) {
         SelectionOptions options;
         options.score_threshold = score_threshold;
         options.max_instances = max_instances;
-        auto& w = thread_workspace();
+        WorkspaceLease lease(stream);
         {
           py::gil_scoped_release release;
-          cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, w, stream);
+          cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, lease.get(), stream);
         }
-        return results_to_python(w, stream, masks_to);
+        py::dict result = results_to_python(lease.get(), stream, masks_to);
+        lease.finished();
+        return result;
       },
       py::arg("masks"), py::arg("scores"), py::arg("classes"), py::arg("transform"), py::kw_only(),
       py::arg("score_threshold") = 0.5f, py::arg("max_instances") = 100, py::arg("stream") = py::none(),
@@ -317,12 +392,14 @@ void bind_cuda(py::module_& g) {
         SelectionOptions options;
         options.score_threshold = score_threshold;
         options.max_instances = max_instances;
-        auto& w = thread_workspace();
+        WorkspaceLease lease(stream);
         {
           py::gil_scoped_release release;
-          cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, w, stream);
+          cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, lease.get(), stream);
         }
-        return results_to_python(w, stream, masks_to);
+        py::dict result = results_to_python(lease.get(), stream, masks_to);
+        lease.finished();
+        return result;
       },
       py::arg("class_logits"), py::arg("mask_logits"), py::arg("transform"), py::kw_only(),
       py::arg("no_object_index") = 0, py::arg("topk") = 100, py::arg("score_threshold") = 0.5f,

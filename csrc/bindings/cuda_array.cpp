@@ -33,8 +33,11 @@ struct DLManagedTensor {
 constexpr std::int32_t kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13;
 
 DType dtype_from_typestr(const std::string& typestr, const char* arg) {
-  // The byte-order character is '<', '|' or '='; these types are one byte or little-endian on every CUDA host.
-  std::string t = typestr.size() > 1 ? typestr.substr(1) : typestr;
+  // The byte-order character is '<', '|' or '='; every CUDA host is little-endian, so '>' (big-endian)
+  // data would be read wrongly: refused below with the typestr in the message.
+  if (typestr.size() < 2 || typestr[0] == '>')
+    throw py::type_error(std::string("argument '") + arg + "': unsupported GPU array type '" + typestr + "'");
+  std::string t = typestr.substr(1);
   if (t == "u1") return DType::uint8;
   if (t == "b1") return DType::boolean;
   if (t == "f2") return DType::float16;
@@ -71,6 +74,40 @@ int current_device() {
   return device;
 }
 
+std::string device_mismatch(const char* arg, int device, int current) {
+  return std::string("argument '") + arg + "': the array is on CUDA device " + std::to_string(device) +
+         " but the current device is " + std::to_string(current) + " (call cudaSetDevice / torch.cuda.set_device first)";
+}
+
+// The kernels run on the current device: memory of another device (without peer access) or plain
+// host memory would fault there. cudaPointerGetAttributes says where a CUDA array interface pointer lives.
+void check_pointer_usable(const void* data, const char* arg) {
+  if (data == nullptr) return;  // an empty array
+  cudaPointerAttributes attributes{};
+  const cudaError_t status = cudaPointerGetAttributes(&attributes, data);
+  if (status != cudaSuccess) {  // not ours to judge (e.g. another context): let the kernel try
+    cudaGetLastError();
+    return;
+  }
+  if (attributes.type == cudaMemoryTypeUnregistered)
+    throw py::value_error(std::string("argument '") + arg +
+                          "': the __cuda_array_interface__ pointer is not CUDA memory (plain host memory?)");
+  const int current = current_device();
+  if (attributes.type == cudaMemoryTypeDevice && attributes.device != current)
+    throw py::value_error(device_mismatch(arg, attributes.device, current));
+}
+
+// Kernels load elements with their natural alignment: a misaligned float or int64 would be a
+// cudaErrorMisalignedAddress, which is sticky (every later CUDA call of the process fails).
+void check_aligned(const TensorView& v, const char* arg) {
+  const auto size = static_cast<std::int64_t>(dtype_size(v.dtype));
+  bool aligned = reinterpret_cast<std::uintptr_t>(v.data) % static_cast<std::uintptr_t>(size) == 0;
+  for (int i = 0; i < v.ndim; ++i) aligned = aligned && (v.shape[i] <= 1 || v.strides[i] % size == 0);
+  if (!aligned)
+    throw py::value_error(std::string("argument '") + arg + "': the GPU array's address or strides are not multiples of " +
+                          std::to_string(size) + " bytes (its element size)");
+}
+
 // The producer's stream must finish writing before our kernels read.
 void wait_for_stream(cudaStream_t producer, cudaStream_t consumer) {
   if (producer == consumer) return;
@@ -82,7 +119,7 @@ void wait_for_stream(cudaStream_t producer, cudaStream_t consumer) {
 }  // namespace
 
 DeviceArray::DeviceArray(std::vector<std::int64_t> shape, DType dtype, bool mapped)
-    : shape_(std::move(shape)), dtype_(dtype), mapped_(mapped) {
+    : shape_(std::move(shape)), dtype_(dtype), mapped_(mapped), device_(current_device()) {
   if (shape_.size() > static_cast<std::size_t>(kMaxDims))
     throw py::value_error("argument 'shape': at most " + std::to_string(kMaxDims) + " dimensions");
   for (auto s : shape_)
@@ -104,6 +141,7 @@ TensorView DeviceArray::view() const {
   v.data = device_pointer();
   v.dtype = dtype_;
   v.device = Device::cuda;
+  v.device_id = device_;
   v.ndim = static_cast<int>(shape_.size());
   for (int i = 0; i < v.ndim; ++i) v.shape[i] = shape_[static_cast<std::size_t>(i)];
   fill_contiguous_strides(v);
@@ -131,7 +169,8 @@ py::dict cuda_array_interface(const DeviceArray& array) {
   d["data"] = py::make_tuple(reinterpret_cast<std::uintptr_t>(array.device_pointer()), false);
   d["strides"] = py::none();
   d["version"] = 3;
-  // Work on it is synchronised by the functions that write it; consumers need not wait.
+  // The functions that write it wait for their stream unless called with synchronize=False, and then
+  // the caller synchronises before handing the array on (docs/gpu.md): consumers need not wait.
   d["stream"] = py::none();
   return d;
 }
@@ -149,8 +188,15 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
   BorrowedView out;
   TensorView& v = out.view;
   v.device = Device::cuda;
+  // numpy arrays have __dlpack__ too, and would answer a CUDA stream argument with an unrelated error
+  if (py::isinstance<py::array>(obj))
+    throw py::type_error(std::string("argument '") + arg +
+                         "': expected a GPU array (CuPy, PyTorch, m2f_edge DeviceArray, ...), got a numpy array in "
+                         "host memory");
   if (py::isinstance<DeviceArray>(obj)) {
     v = obj.cast<const DeviceArray&>().view();
+    if (!obj.cast<const DeviceArray&>().mapped() && v.device_id != current_device())
+      throw py::value_error(device_mismatch(arg, v.device_id, current_device()));
     out.keep_alive = std::shared_ptr<void>(new py::object(py::reinterpret_borrow<py::object>(obj)), [](void* p) {
       py::gil_scoped_acquire gil;
       delete static_cast<py::object*>(p);
@@ -179,6 +225,8 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
     py::tuple data = cai["data"];
     v.data = reinterpret_cast<void*>(data[0].cast<std::uintptr_t>());
     v.device_id = current_device();
+    check_aligned(v, arg);
+    check_pointer_usable(v.data, arg);
     if (cai.contains("stream") && !cai["stream"].is_none()) {
       auto producer = cai["stream"].cast<std::uintptr_t>();
       if (producer != 0) wait_for_stream(reinterpret_cast<cudaStream_t>(producer), stream);
@@ -190,6 +238,15 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
     return out;
   }
   if (py::hasattr(obj, "__dlpack__")) {
+    // Ask where the tensor lives before asking for it with a CUDA stream: a CPU producer may refuse
+    // the stream argument with an error that does not name the argument.
+    if (py::hasattr(obj, "__dlpack_device__")) {
+      py::tuple where = obj.attr("__dlpack_device__")();
+      const int type = where[0].cast<int>();
+      if (type != kDLCUDA && type != kDLCUDAManaged && type != kDLCUDAHost)
+        throw py::type_error(std::string("argument '") + arg + "': expected a GPU array, got a DLPack tensor on device type " +
+                             std::to_string(type) + " (not CUDA)");
+    }
     // The producer makes its work visible on `stream` (DLPack: 1 means the legacy default stream).
     auto stream_arg = stream == nullptr ? py::int_(1) : py::int_(reinterpret_cast<std::uintptr_t>(stream));
     py::capsule capsule = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
@@ -222,6 +279,9 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
     }
     v.data = static_cast<char*>(t.data) + t.byte_offset;
     v.device_id = t.device.device_id;
+    if (t.device.device_type == kDLCUDA && t.device.device_id != current_device())
+      throw py::value_error(device_mismatch(arg, t.device.device_id, current_device()));
+    check_aligned(v, arg);
     return out;
   }
   throw py::type_error(std::string("argument '") + arg +

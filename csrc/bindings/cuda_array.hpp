@@ -28,6 +28,7 @@ class DeviceArray {
   const std::vector<std::int64_t>& shape() const { return shape_; }
   DType dtype() const { return dtype_; }
   bool mapped() const { return mapped_; }
+  int device() const { return device_; }
   std::size_t nbytes() const;
   void* device_pointer() const { return mapped_ ? mapped_buffer_.device() : device_buffer_.data(); }
   void* host_pointer() const { return mapped_ ? mapped_buffer_.host() : nullptr; }
@@ -36,6 +37,7 @@ class DeviceArray {
   std::vector<std::int64_t> shape_;
   DType dtype_;
   bool mapped_;
+  int device_;  // the device current at allocation: device memory is usable there only
   cuda::DeviceBuffer device_buffer_;
   cuda::MappedBuffer mapped_buffer_;
 };

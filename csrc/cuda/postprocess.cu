@@ -1,6 +1,7 @@
 // GPU twin of csrc/core post-processing: the same per-element math (m2f/math/mask.hpp). Only the
 // kept instances' masks are ever resized; the full-size float masks and the raw head's upsampled
 // logits never leave the device, and the raw head never stores a mask for a dropped query.
+#include <algorithm>
 #include <cfloat>
 #include <climits>
 #include <cstring>
@@ -26,8 +27,8 @@ struct Vector1D {
     switch (dtype) {
       case DType::float32: return *reinterpret_cast<const float*>(p);
       case DType::float16: return math::half_bits_to_float(*reinterpret_cast<const unsigned short*>(p));
-      case DType::uint8:
-      case DType::boolean: return static_cast<float>(*reinterpret_cast<const unsigned char*>(p));
+      case DType::uint8: return static_cast<float>(*reinterpret_cast<const unsigned char*>(p));
+      case DType::boolean: return *reinterpret_cast<const unsigned char*>(p) ? 1.f : 0.f;
       case DType::int32: return static_cast<float>(*reinterpret_cast<const int*>(p));
       case DType::int64: return static_cast<float>(*reinterpret_cast<const long long*>(p));
     }
@@ -50,6 +51,7 @@ struct Planes {
     switch (dtype) {
       case DType::float32: return *reinterpret_cast<const float*>(p);
       case DType::float16: return math::half_bits_to_float(*reinterpret_cast<const unsigned short*>(p));
+      case DType::boolean: return *reinterpret_cast<const unsigned char*>(p) ? 1.f : 0.f;
       default: return static_cast<float>(*reinterpret_cast<const unsigned char*>(p));
     }
   }
@@ -88,21 +90,31 @@ struct Picked {
 
 // Stable descending order of the values that pass (value >= threshold; NaN never passes): element i
 // goes to position rank(i) = #{j passing: v[j] > v[i] or (v[j] == v[i] and j < i)} when below
-// limit. counter receives the number passing.
+// limit. counter receives the number passing. Each block stages the values in shared memory a tile
+// at a time (n * n comparisons, n / kThreads global reads per thread). Launch with kThreads threads.
 template <typename Get>
 __global__ void rank_kernel(Get get, int n, float threshold, int limit, int* order, int* counter) {
+  __shared__ float tile[kThreads];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float v = get(i);
-  if (!(v >= threshold)) return;
-  atomicAdd(counter, 1);
+  const float v = i < n ? get(i) : 0.f;
+  const bool passes = i < n && v >= threshold;
+  if (passes) atomicAdd(counter, 1);
   int rank = 0;
-  for (int j = 0; j < n; ++j) {
-    const float w = get(j);
-    if (!(w >= threshold)) continue;
-    rank += (w > v || (w == v && j < i)) ? 1 : 0;
+  for (int base = 0; base < n; base += kThreads) {  // every thread takes part: the barriers are uniform
+    const int j = base + static_cast<int>(threadIdx.x);
+    if (j < n) tile[threadIdx.x] = get(j);
+    __syncthreads();
+    if (passes) {
+      const int size = min(kThreads, n - base);
+      for (int k = 0; k < size; ++k) {
+        const float w = tile[k];
+        if (!(w >= threshold)) continue;
+        rank += (w > v || (w == v && base + k < i)) ? 1 : 0;
+      }
+    }
+    __syncthreads();
   }
-  if (rank < limit) order[rank] = i;
+  if (passes && rank < limit) order[rank] = i;
 }
 
 struct GetVector {
@@ -199,50 +211,60 @@ __global__ void init_stats_kernel(InstanceStats* stats, int limit) {
 }
 
 // One kept instance per blockIdx.z: crop the content region of its network-size mask, cv2-resize
-// it to the frame, > 0.5; area and box by block reduction then one atomic per block.
+// it to the frame, > 0.5; area and box by block reduction then one atomic per block. Rows are
+// grid-strided (gridDim.y is capped at 65535), each thread accumulating its own rows first.
 template <typename Source>
 __global__ void frame_mask_kernel(Source source, const int* order, const int* query_of, int query_divisor,
                                   const int* count, int limit, ResizeTransform t, unsigned char* masks,
                                   InstanceStats* stats) {
   const int n = blockIdx.z;
-  if (n >= limit || n >= *count) return;
+  if (n >= limit || n >= *count) return;  // uniform over the block: no thread reaches the barriers
   const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y * blockDim.y + threadIdx.y;
-  bool on = false;
-  if (x < t.frame_width && y < t.frame_height) {
+  int area = 0, x_min = INT_MAX, y_min = INT_MAX, x_max = -1, y_max = -1;
+  if (x < t.frame_width) {
     const int candidate = order[n];
     const long long query = query_of ? query_of[candidate] / query_divisor : candidate;
     const math::MaskTap tx = math::cv_linear_tap_x(x, t.content_width, t.frame_width);
-    const math::MaskTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
-    const float row0 = math::lerp_taps(source.at(query, ty.i0, tx.i0), source.at(query, ty.i0, tx.i1), tx);
-    const float row1 = math::lerp_taps(source.at(query, ty.i1, tx.i0), source.at(query, ty.i1, tx.i1), tx);
-    on = math::blend_above_half(row0, row1, ty.w0, ty.w1);
-    masks[(static_cast<long long>(n) * t.frame_height + y) * t.frame_width + x] = on ? 1 : 0;
+    for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < t.frame_height; y += gridDim.y * blockDim.y) {
+      const math::MaskTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
+      const float row0 = math::lerp_taps(source.at(query, ty.i0, tx.i0), source.at(query, ty.i0, tx.i1), tx);
+      const float row1 = math::lerp_taps(source.at(query, ty.i1, tx.i0), source.at(query, ty.i1, tx.i1), tx);
+      const bool on = math::blend_above_half(row0, row1, ty.w0, ty.w1);
+      masks[(static_cast<long long>(n) * t.frame_height + y) * t.frame_width + x] = on ? 1 : 0;
+      if (on) {
+        ++area;
+        x_min = x;  // one column per thread
+        x_max = x;
+        y_min = min(y_min, y);
+        y_max = y;  // rows ascend
+      }
+    }
   }
-  __shared__ int area[kThreads], x_min[kThreads], y_min[kThreads], x_max[kThreads], y_max[kThreads];
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  area[tid] = on ? 1 : 0;
-  x_min[tid] = on ? x : INT_MAX;
-  y_min[tid] = on ? y : INT_MAX;
-  x_max[tid] = on ? x : -1;
-  y_max[tid] = on ? y : -1;
+  __shared__ int block_area[kThreads], block_x_min[kThreads], block_y_min[kThreads], block_x_max[kThreads],
+      block_y_max[kThreads];
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;  // blockDim.x * blockDim.y == kThreads
+  block_area[tid] = area;
+  block_x_min[tid] = x_min;
+  block_y_min[tid] = y_min;
+  block_x_max[tid] = x_max;
+  block_y_max[tid] = y_max;
   __syncthreads();
-  for (int s = (blockDim.x * blockDim.y) / 2; s > 0; s >>= 1) {
+  for (int s = kThreads / 2; s > 0; s >>= 1) {  // kThreads is a power of two
     if (tid < s) {
-      area[tid] += area[tid + s];
-      x_min[tid] = min(x_min[tid], x_min[tid + s]);
-      y_min[tid] = min(y_min[tid], y_min[tid + s]);
-      x_max[tid] = max(x_max[tid], x_max[tid + s]);
-      y_max[tid] = max(y_max[tid], y_max[tid + s]);
+      block_area[tid] += block_area[tid + s];
+      block_x_min[tid] = min(block_x_min[tid], block_x_min[tid + s]);
+      block_y_min[tid] = min(block_y_min[tid], block_y_min[tid + s]);
+      block_x_max[tid] = max(block_x_max[tid], block_x_max[tid + s]);
+      block_y_max[tid] = max(block_y_max[tid], block_y_max[tid + s]);
     }
     __syncthreads();
   }
-  if (tid == 0 && area[0] > 0) {
-    atomicAdd(&stats[n].area, static_cast<unsigned long long>(area[0]));
-    atomicMin(&stats[n].x_min, x_min[0]);
-    atomicMin(&stats[n].y_min, y_min[0]);
-    atomicMax(&stats[n].x_max, x_max[0]);
-    atomicMax(&stats[n].y_max, y_max[0]);
+  if (tid == 0 && block_area[0] > 0) {
+    atomicAdd(&stats[n].area, static_cast<unsigned long long>(block_area[0]));
+    atomicMin(&stats[n].x_min, block_x_min[0]);
+    atomicMin(&stats[n].y_min, block_y_min[0]);
+    atomicMax(&stats[n].x_max, block_x_max[0]);
+    atomicMax(&stats[n].y_max, block_y_max[0]);
   }
 }
 
@@ -264,31 +286,39 @@ __global__ void pick_raw_kernel(const float* scores, const int* candidate_index,
   picked[n] = Picked{scores[candidate], 0, flat % classes, flat / classes};
 }
 
+// Grid-stride over the H * W output pixels: no grid dimension limit applies.
 __global__ void instance_map_kernel(Planes masks, int count, int* out) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y * blockDim.y + threadIdx.y;
-  if (x >= masks.width || y >= masks.height) return;
-  int label = 0;
-  for (int n = 0; n < count; ++n) {
-    if (masks.at(n, y, x) != 0.f) {
-      label = n + 1;
-      break;
+  const long long pixels = static_cast<long long>(masks.height) * masks.width;
+  for (long long p = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; p < pixels;
+       p += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(p / masks.width), x = static_cast<int>(p % masks.width);
+    int label = 0;
+    for (int n = 0; n < count; ++n) {
+      if (masks.at(n, y, x) != 0.f) {
+        label = n + 1;
+        break;
+      }
     }
+    out[p] = label;
   }
-  out[static_cast<long long>(y) * masks.width + x] = label;
 }
 
-__global__ void pack_kernel(Planes masks, int count, int packed_width, unsigned char* out) {
-  const int xb = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y;
-  const int n = blockIdx.z;
-  if (xb >= packed_width || n >= count) return;
-  unsigned int byte = 0;
-  for (int bit = 0; bit < 8; ++bit) {
-    const int x = xb * 8 + bit;
-    if (x < masks.width && masks.at(n, y, x) != 0.f) byte |= 0x80u >> bit;
+// Grid-stride over the N * H * packed_width output bytes.
+__global__ void pack_kernel(Planes masks, long long count, int packed_width, unsigned char* out) {
+  const long long bytes = count * masks.height * packed_width;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < bytes;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int xb = static_cast<int>(i % packed_width);
+    const long long row = i / packed_width;
+    const int y = static_cast<int>(row % masks.height);
+    const long long n = row / masks.height;
+    unsigned int byte = 0;
+    for (int bit = 0; bit < 8; ++bit) {
+      const int x = xb * 8 + bit;
+      if (x < masks.width && masks.at(n, y, x) != 0.f) byte |= 0x80u >> bit;
+    }
+    out[i] = static_cast<unsigned char>(byte);
   }
-  out[(static_cast<long long>(n) * masks.height + y) * packed_width + xb] = static_cast<unsigned char>(byte);
 }
 
 // ---- host side ----------------------------------------------------------------------------------
@@ -334,6 +364,11 @@ Planes planes_of_2d(const TensorView& v) {
 
 int blocks_for(long long n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
 
+// Blocks for a grid-stride loop over n items: enough to fill any GPU, never a zero-size launch.
+unsigned grid_stride_blocks(long long n) {
+  return static_cast<unsigned>(std::max<long long>(1, std::min<long long>((n + kThreads - 1) / kThreads, 1 << 16)));
+}
+
 // Sizes the scratch for `limit` instances of a frame and clears the counters and stats.
 void prepare(PostprocessWorkspace& w, const ResizeTransform& t, int limit, int candidates, cudaStream_t stream) {
   w.frame_height = t.frame_height;
@@ -359,13 +394,24 @@ void launch_frame_masks(const Source& source, const int* order, const int* query
                         const int* count, const ResizeTransform& t, PostprocessWorkspace& w, cudaStream_t stream) {
   if (w.limit <= 0) return;
   const dim3 block(32, kThreads / 32);
-  const dim3 grid((t.frame_width + block.x - 1) / block.x, (t.frame_height + block.y - 1) / block.y, w.limit);
+  // gridDim.y and gridDim.z are at most 65535: rows are grid-strided, instances are checked (<= 65535).
+  const dim3 grid((t.frame_width + block.x - 1) / block.x,
+                  static_cast<unsigned>(std::min((t.frame_height + static_cast<int>(block.y) - 1) / static_cast<int>(block.y), 65535)),
+                  w.limit);
   frame_mask_kernel<Source><<<grid, block, 0, stream>>>(source, order, query_of, query_divisor, count, w.limit, t,
                                                         w.masks.as<unsigned char>(), w.stats.as<InstanceStats>());
   M2F_CUDA_CHECK(cudaGetLastError());
 }
 
+// As the CPU's detail::check_transform: the kernels index the content region with these sizes.
+void check_transform(const ResizeTransform& t) {
+  require(t.frame_height > 0 && t.frame_width > 0 && t.net_height > 0 && t.net_width > 0 && t.content_height > 0 &&
+              t.content_width > 0 && t.content_height <= t.net_height && t.content_width <= t.net_width,
+          "transform: inconsistent sizes");
+}
+
 void check_transform(const ResizeTransform& t, std::int64_t height, std::int64_t width, const char* arg) {
+  check_transform(t);
   require(height == t.net_height && width == t.net_width,
           std::string(arg) + ": masks are " + std::to_string(height) + "x" + std::to_string(width) +
               " but the transform's network input is " + std::to_string(t.net_height) + "x" +
@@ -431,6 +477,12 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
           "class_logits: expected (Q, C+1) with C >= 1, got " + dims(class_logits));
   require(mask_logits.ndim == 3 && mask_logits.shape[0] == class_logits.shape[0],
           "mask_logits: expected (" + std::to_string(class_logits.shape[0]) + ", h, w), got " + dims(mask_logits));
+  // An empty (Q, 0, w) view would make every upsampling tap read element (q, 0, 0), out of bounds.
+  require(mask_logits.shape[1] > 0 && mask_logits.shape[2] > 0,
+          "mask_logits: expected h, w >= 1, got " + dims(mask_logits));
+  require(class_logits.shape[0] * (class_logits.shape[1] - 1) <= INT_MAX,
+          "class_logits: Q * C must fit in 32 bits, got " + dims(class_logits));
+  check_transform(transform);
   const int queries = static_cast<int>(class_logits.shape[0]);
   const int classes = static_cast<int>(class_logits.shape[1]) - 1;
   const int no_object = raw.no_object_index < 0 ? classes + 1 + raw.no_object_index : raw.no_object_index;
@@ -562,11 +614,10 @@ void instance_map(const TensorView& masks, const TensorView& out, cudaStream_t s
   // --- device
   require_gpu(masks, "masks");
   require_gpu(out, "out");
+  require(masks.shape[0] <= INT_MAX, "masks: too many instances");
   if (masks.shape[1] == 0 || masks.shape[2] == 0) return;
-  const dim3 block(32, 8);
-  const dim3 grid(static_cast<unsigned>((masks.shape[2] + 31) / 32), static_cast<unsigned>((masks.shape[1] + 7) / 8));
-  instance_map_kernel<<<grid, block, 0, stream>>>(planes_of(masks), static_cast<int>(masks.shape[0]),
-                                                  static_cast<int*>(out.data));
+  instance_map_kernel<<<grid_stride_blocks(masks.shape[1] * masks.shape[2]), kThreads, 0, stream>>>(
+      planes_of(masks), static_cast<int>(masks.shape[0]), static_cast<int*>(out.data));
   M2F_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -586,10 +637,8 @@ void pack_masks(const TensorView& masks, const TensorView& out, cudaStream_t str
   require_gpu(masks, "masks");
   require_gpu(out, "out");
   if (masks.shape[0] == 0 || masks.shape[1] == 0 || packed_width == 0) return;
-  const dim3 grid(static_cast<unsigned>((packed_width + kThreads - 1) / kThreads), static_cast<unsigned>(masks.shape[1]),
-                  static_cast<unsigned>(masks.shape[0]));
-  pack_kernel<<<grid, kThreads, 0, stream>>>(planes_of(masks), static_cast<int>(masks.shape[0]),
-                                             static_cast<int>(packed_width), static_cast<unsigned char*>(out.data));
+  pack_kernel<<<grid_stride_blocks(masks.shape[0] * masks.shape[1] * packed_width), kThreads, 0, stream>>>(
+      planes_of(masks), masks.shape[0], static_cast<int>(packed_width), static_cast<unsigned char*>(out.data));
   M2F_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -2,6 +2,7 @@
 // network pixel writing its three planes.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -37,31 +38,33 @@ __device__ __forceinline__ void store<unsigned short>(unsigned short* plane, lon
   plane[index] = math::float_to_half_bits(value);
 }
 
+// Rows are grid-strided: gridDim.y is capped at 65535, network inputs may be taller than 65535 * 8.
 template <typename Out>
 __global__ void preprocess_kernel(FrameGeometry frame, NetGeometry net, Out* out) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y * blockDim.y + threadIdx.y;
-  if (x >= net.net_width || y >= net.net_height) return;
+  if (x >= net.net_width) return;
   const long long plane = static_cast<long long>(net.net_height) * net.net_width;
-  const long long index = static_cast<long long>(y) * net.net_width + x;
-  if (x >= net.content_width || y >= net.content_height) {
-    // letterbox padding: pixel value 0, normalised like any other pixel
-    for (int c = 0; c < 3; ++c) store(out + c * plane, index, math::normalize(0.f, net.affine[c]));
-    return;
-  }
-  const math::ResizeTap tx = math::linear_tap(x, frame.width, net.content_width);
-  const math::ResizeTap ty = math::linear_tap(y, frame.height, net.content_height);
-  const unsigned char* row0 = frame.data + ty.index0 * frame.row_stride;
-  const unsigned char* row1 = frame.data + ty.index1 * frame.row_stride;
-  const long long col0 = tx.index0 * frame.col_stride, col1 = tx.index1 * frame.col_stride;
-  for (int c = 0; c < 3; ++c) {
-    const long long ch = frame.source_channel[c] * frame.channel_stride;
-    const float top = math::blend(static_cast<float>(row0[col0 + ch]), static_cast<float>(row0[col1 + ch]),
-                                  tx.weight0, tx.weight1);
-    const float bottom = math::blend(static_cast<float>(row1[col0 + ch]), static_cast<float>(row1[col1 + ch]),
-                                     tx.weight0, tx.weight1);
-    const float value = math::blend(top, bottom, ty.weight0, ty.weight1);
-    store(out + c * plane, index, math::normalize(value, net.affine[c]));
+  for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < net.net_height; y += gridDim.y * blockDim.y) {
+    const long long index = static_cast<long long>(y) * net.net_width + x;
+    if (x >= net.content_width || y >= net.content_height) {
+      // letterbox padding: pixel value 0, normalised like any other pixel
+      for (int c = 0; c < 3; ++c) store(out + c * plane, index, math::normalize(0.f, net.affine[c]));
+      continue;
+    }
+    const math::ResizeTap tx = math::linear_tap(x, frame.width, net.content_width);
+    const math::ResizeTap ty = math::linear_tap(y, frame.height, net.content_height);
+    const unsigned char* row0 = frame.data + ty.index0 * frame.row_stride;
+    const unsigned char* row1 = frame.data + ty.index1 * frame.row_stride;
+    const long long col0 = tx.index0 * frame.col_stride, col1 = tx.index1 * frame.col_stride;
+    for (int c = 0; c < 3; ++c) {
+      const long long ch = frame.source_channel[c] * frame.channel_stride;
+      const float top = math::blend(static_cast<float>(row0[col0 + ch]), static_cast<float>(row0[col1 + ch]),
+                                    tx.weight0, tx.weight1);
+      const float bottom = math::blend(static_cast<float>(row1[col0 + ch]), static_cast<float>(row1[col1 + ch]),
+                                       tx.weight0, tx.weight1);
+      const float value = math::blend(top, bottom, ty.weight0, ty.weight1);
+      store(out + c * plane, index, math::normalize(value, net.affine[c]));
+    }
   }
 }
 
@@ -89,13 +92,17 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
   if (out.dtype != DType::float32 && out.dtype != DType::float16)
     throw std::invalid_argument("out: expected float32 or float16, got " + std::string(dtype_name(out.dtype)));
   // --- sizes
+  if (frames.empty()) throw std::invalid_argument("frames: expected at least one frame");
   if (out.ndim != 4 || out.shape[1] != 3 || !out.is_contiguous())
     throw std::invalid_argument("out: expected a C-contiguous (B, 3, H, W) tensor, got " + dims(out));
+  if (out.shape[2] < 1 || out.shape[3] < 1 || out.shape[2] > kMaxSide || out.shape[3] > kMaxSide)
+    throw std::invalid_argument("out: height and width must be in [1, " + std::to_string(kMaxSide) + "], got " +
+                                dims(out));
   if (out.shape[0] != static_cast<std::int64_t>(frames.size()))
     throw std::invalid_argument("out: batch " + std::to_string(out.shape[0]) + " does not match " +
                                 std::to_string(frames.size()) + " frames");
   // --- device
-  if (out.device != Device::cuda) throw std::invalid_argument("out: expected GPU memory");
+  if (out.device != Device::cuda || out.data == nullptr) throw std::invalid_argument("out: expected GPU memory");
   for (int c = 0; c < 3; ++c)
     if (!(options.stddev[c] != 0.f) || !std::isfinite(options.stddev[c]) || !std::isfinite(options.mean[c]))
       throw std::invalid_argument("std: values must be finite and nonzero, and mean finite");
@@ -113,7 +120,10 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
     if (f.shape[0] < kMinFrameSide || f.shape[1] < kMinFrameSide)
       throw std::invalid_argument(arg + ": frames must be at least " + std::to_string(kMinFrameSide) + "x" +
                                   std::to_string(kMinFrameSide) + ", got " + dims(f));
-    if (f.device != Device::cuda) throw std::invalid_argument(arg + ": expected GPU memory");
+    if (f.shape[0] > kMaxSide || f.shape[1] > kMaxSide)
+      throw std::invalid_argument(arg + ": frames must be at most " + std::to_string(kMaxSide) + " pixels high and wide, got " +
+                                  dims(f));
+    if (f.device != Device::cuda || f.data == nullptr) throw std::invalid_argument(arg + ": expected GPU memory");
     transforms.push_back(make_transform(options.resize, static_cast<int>(f.shape[0]), static_cast<int>(f.shape[1]),
                                         net_h, net_w));
   }
@@ -138,7 +148,7 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
     for (int c = 0; c < 3; ++c) net.affine[c] = math::normalization_affine(options.mean[c], options.stddev[c]);
 
     const dim3 block(32, 8);
-    const dim3 grid((net_w + block.x - 1) / block.x, (net_h + block.y - 1) / block.y);
+    const dim3 grid((net_w + block.x - 1) / block.x, std::min((net_h + 7) / 8, 65535));
     char* sample = static_cast<char*>(out.data) + static_cast<std::int64_t>(b) * sample_bytes;
     if (out.dtype == DType::float32)
       preprocess_kernel<float><<<grid, block, 0, stream>>>(frame, net, reinterpret_cast<float*>(sample));

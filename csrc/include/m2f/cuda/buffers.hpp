@@ -225,7 +225,11 @@ class CudaGraph {
 // stream usable, when something in fn() cannot be captured (the caller then runs it eagerly).
 template <typename Fn>
 CudaGraph capture_graph(cudaStream_t stream, Fn&& fn) {
-  M2F_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  // The legacy default stream, or a stream already capturing, cannot begin a capture: run eagerly.
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    cudaGetLastError();
+    return CudaGraph();
+  }
   bool enqueued = true;
   try {
     fn();
