@@ -214,6 +214,33 @@ def read_sidecar(engine_path: str) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+def onnx_model_metadata(onnx_path: str) -> Dict[str, str]:
+    """The ONNX file's metadata_props ({key: value}), read without its weights. A TensorRT engine does
+    not keep them, so the sidecar carries them (under "model_metadata"): a raw-head model exported from
+    Hugging Face says there which class index is "no object". {} when the onnx package is missing or
+    the file cannot be read as ONNX (the engine is still built; TensorRT reports real parse errors)."""
+    try:
+        import onnx
+    except ImportError:
+        log.info("the onnx package is not installed: %s's metadata is not carried into the engine sidecar", onnx_path)
+        return {}
+    try:
+        model = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        log.warning("could not read the metadata of %s (%s); the engine sidecar will not carry it", onnx_path, exc)
+        return {}
+    return {str(entry.key): str(entry.value) for entry in model.metadata_props}
+
+
+def engine_model_metadata(engine_path: str) -> Dict[str, str]:
+    """The ONNX metadata an engine's sidecar carries ({} without a sidecar or without that record)."""
+    record = read_sidecar(engine_path)
+    carried = record.get("model_metadata") if record else None
+    if not isinstance(carried, dict):
+        return {}
+    return {str(k): str(v) for k, v in carried.items()}
+
+
 def engine_staleness(engine_path: str, metadata: Dict[str, Any]) -> Optional[str]:
     """None when the engine at engine_path was built for `metadata`; otherwise why it must be rebuilt."""
     if not os.path.isfile(engine_path):
@@ -261,6 +288,15 @@ def cached_engine(onnx_path: str, options: Optional[BuildOptions] = None, cache_
     reason = engine_staleness(engine_path, metadata)
     if reason is None:
         log.info("using cached TensorRT engine %s", engine_path)
+        record = read_sidecar(engine_path) or {}
+        if not isinstance(record.get("model_metadata"), dict):  # cached by a version that did not carry it
+            extra = {k: v for k, v in record.items() if k not in ("format", "key", "metadata", "engine_sha256",
+                                                                  "engine_bytes")}
+            extra["model_metadata"] = onnx_model_metadata(onnx_path)
+            try:
+                write_sidecar(engine_path, metadata, extra=extra)
+            except OSError as exc:  # a read-only cache still serves its engine
+                log.warning("could not add the model metadata to %s: %s", sidecar_path(engine_path), exc)
         return engine_path
     if os.path.exists(engine_path):
         log.info("rebuilding TensorRT engine %s: %s", engine_path, reason)
@@ -268,7 +304,7 @@ def cached_engine(onnx_path: str, options: Optional[BuildOptions] = None, cache_
         log.info("building a TensorRT engine for %s (first use on this machine; cached in %s)", onnx_path, directory)
     build = builder or (lambda src, dst, opts: build_engine(src, dst, opts, progress=progress))
     build(onnx_path, engine_path, options)
-    write_sidecar(engine_path, metadata)
+    write_sidecar(engine_path, metadata, extra={"model_metadata": onnx_model_metadata(onnx_path)})
     return engine_path
 
 
@@ -566,5 +602,5 @@ def build_with_sidecar(onnx_path: str, engine_path: str, options: Optional[Build
     report = build_engine(onnx_path, engine_path, options, progress=progress)
     metadata = engine_metadata(file_sha256(onnx_path), tensorrt_version() or report.get("tensorrt_version"),
                                target_device(options.dla_core), options)
-    write_sidecar(engine_path, metadata, extra={"build": report})
+    write_sidecar(engine_path, metadata, extra={"build": report, "model_metadata": onnx_model_metadata(onnx_path)})
     return report

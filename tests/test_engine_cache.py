@@ -590,3 +590,160 @@ def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine,
     assert "wrote " + engine in capsys.readouterr().out
     assert os.path.isfile(engine) and eb.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
     assert os.path.isfile(str(tmp_path / "t.cache"))
+
+
+# ---- the ONNX metadata travels with the engine (sidecar) -------------------------------------------------
+# A TensorRT engine does not keep the ONNX's metadata_props; a Hugging Face raw-head export stores its
+# no-object index there. The sidecar carries them, so the engine gets the settings ONNX Runtime gets.
+
+
+def _raw_onnx(tmp_path, num_classes=3, no_object_index=-1):
+    from tiny_models import make_raw_model
+
+    return str(make_raw_model(tmp_path / "hf_raw.onnx", num_classes=num_classes, no_object_index=no_object_index,
+                              metadata={"m2f_edge.head": "raw", "producer_note": "not an m2f_edge key"}))
+
+
+def _ort_metadata(onnx_path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def test_cached_engine_sidecar_carries_onnx_metadata(tmp_path, machine):
+    onnx = _raw_onnx(tmp_path)
+    expected = _ort_metadata(onnx)
+    assert expected["m2f_edge.no_object_index"] == "-1"
+    calls = []
+    engine = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert eb.read_sidecar(engine)["model_metadata"] == expected
+    assert eb.engine_model_metadata(engine) == expected
+
+    # an engine cached before the sidecar carried metadata gets it added, without a rebuild
+    record = eb.read_sidecar(engine)
+    del record["model_metadata"]
+    with open(engine + ".json", "w") as f:
+        json.dump(record, f)
+    assert eb.engine_model_metadata(engine) == {}
+    again = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert again == engine and len(calls) == 1
+    assert eb.engine_model_metadata(engine) == expected and eb.engine_staleness(engine, record["metadata"]) is None
+
+
+def test_onnx_metadata_of_a_file_that_is_not_onnx(tmp_path):
+    assert eb.onnx_model_metadata(_write(tmp_path / "m.onnx", b"\xff\xfe not protobuf")) == {}
+    assert eb.engine_model_metadata(str(tmp_path / "absent.engine")) == {}
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "11.1.0.3"])
+def test_build_command_sidecar_carries_onnx_metadata(tmp_path, monkeypatch, machine, capsys, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    onnx = _raw_onnx(tmp_path)
+    status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress"])
+    assert status == 0, err
+    engine = str(tmp_path / "hf_raw.fp16.engine")
+    assert eb.engine_model_metadata(engine) == _ort_metadata(onnx)
+    out = capsys.readouterr().out
+    if version.startswith("11."):  # strongly typed: the FP32 ONNX gives an FP32 engine, and the user is told
+        assert "(fp32," in out and "strongly typed" in err
+    else:
+        assert "(fp16," in out
+
+
+class _FakeDeviceArray:
+    def __init__(self, array):
+        self.array = array
+
+    def to_numpy(self):
+        return self.array.copy()
+
+
+class _FakeCoreEngine:
+    """Stands in for _core.tensorrt.Engine (which needs TensorRT and a GPU): runs the engine's ONNX
+    with ONNX Runtime and reports made-up timings, so the Python backend around it can be tested."""
+
+    def __init__(self, onnx_path, batch_range):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        self.timings = None
+        lo, hi = batch_range
+        self.tensors = []
+        for i in self.session.get_inputs():
+            shape = tuple(-1 if not isinstance(d, int) else d for d in i.shape)
+            self.tensors.append({"name": i.name, "mode": "input", "dtype": "float32", "shape": shape,
+                                 "min_shape": (lo,) + shape[1:], "opt_shape": (lo,) + shape[1:],
+                                 "max_shape": (hi,) + shape[1:]})
+        for o in self.session.get_outputs():
+            shape = tuple(-1 if not isinstance(d, int) else d for d in o.shape)
+            self.tensors.append({"name": o.name, "mode": "output", "dtype": "float32", "shape": shape})
+
+    def set_mapped_outputs(self, mapped):
+        pass
+
+    def infer(self, inputs, stream=None, synchronize=True):
+        outputs = self.session.run(None, inputs)
+        self.timings = {"enqueue_ms": 0.25, "gpu_ms": 1.5 if synchronize else None}
+        return {o.name: _FakeDeviceArray(a) for o, a in zip(self.session.get_outputs(), outputs)}
+
+    def last_timings(self):
+        return self.timings
+
+
+def _fake_tensorrt_backend(monkeypatch, engine_path, onnx_path, batch_range=(1, 2)):
+    import types
+
+    from m2f_edge.backends import tensorrt as trt_backend
+
+    fake_core = types.SimpleNamespace(
+        tensorrt=types.SimpleNamespace(
+            available=True,
+            Engine=lambda path, dla_core=-1, device=0, use_cuda_graph=False: _FakeCoreEngine(onnx_path, batch_range)),
+        gpu=types.SimpleNamespace(device_info=lambda: {"zero_copy": False, "name": "stand-in GPU"}))
+    monkeypatch.setattr(trt_backend, "_core_tensorrt", lambda: fake_core)
+    return trt_backend.TensorRTBackend(engine_path)
+
+
+def test_tensorrt_backend_metadata_gives_the_onnxruntime_settings(tmp_path, machine, monkeypatch):
+    """Segmenter's order (argument > spec > sidecar > model metadata) with the metadata a TensorRT engine
+    gets from its sidecar, against the same ONNX run by ONNX Runtime."""
+    from m2f_edge import Segmenter
+    from tiny_models import make_test_frame, mask_iou
+
+    onnx = _raw_onnx(tmp_path, num_classes=3, no_object_index=-1)
+    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+                              builder=_fake_builder([]))
+    backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
+    assert backend.metadata == _ort_metadata(onnx)
+
+    reference = Segmenter(onnx, backend="onnxruntime")
+    seg = Segmenter(backend)
+    assert reference.no_object_index == seg.no_object_index == -1
+    frame, _ = make_test_frame()
+    expected = reference.run(frame)
+
+    def run_stages(segmenter):  # Segmenter.run would take the GPU pipeline with a TensorRT backend
+        prepared = segmenter.preprocess([frame])
+        return segmenter.postprocess(segmenter.infer(prepared.tensor), prepared.transforms)[0]
+
+    got = run_stages(seg)
+    assert len(expected) == len(got) == 3
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5)
+    for a, b in zip(got.masks, expected.masks):
+        assert mask_iou(a, b) > 0.999
+    # the setting matters: TAO's index 0 on this model reads other classes
+    wrong = run_stages(Segmenter(backend, no_object_index=0))
+    def labelled_boxes(instances):
+        return sorted((int(label), tuple(box.tolist())) for label, box in zip(instances.labels, instances.boxes))
+
+    assert labelled_boxes(got) == labelled_boxes(expected) != labelled_boxes(wrong)
+
+    # the rest of the order: a sidecar next to the engine, a spec, an argument
+    assert Segmenter(backend, spec={"no_object_index": 0}).no_object_index == 0
+    assert Segmenter(backend, spec={"no_object_index": 0}, no_object_index=-1).no_object_index == -1
+    with open(os.path.splitext(engine)[0] + ".json", "w") as f:
+        json.dump({"no_object_index": 0}, f)
+    assert Segmenter(backend).no_object_index == 0
+

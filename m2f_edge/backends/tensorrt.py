@@ -94,7 +94,12 @@ class TensorRTBackend(Backend):
         else:
             batch = self.input_shape[0] or 1
             self.batch_range = (batch, batch)
-        self.metadata = {}
+        # The engine does not keep its ONNX's metadata_props; its sidecar does (m2f-edge build and the
+        # engine cache both write them), so a raw-head engine from a Hugging Face export gets the same
+        # no-object index here as its ONNX gets from ONNX Runtime.
+        from ..engine_builder import engine_model_metadata
+
+        self.metadata = engine_model_metadata(path)
 
     @classmethod
     def from_onnx(cls, onnx_path: str, options=None, cache_dir: Optional[str] = None, **kwargs) -> "TensorRTBackend":
