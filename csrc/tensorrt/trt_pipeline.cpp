@@ -102,6 +102,15 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
     }
   }
   bind(static_cast<std::int64_t>(frames.size()));
+  // Another user of the engine (Engine.infer) changed an input shape since our last run: TensorRT
+  // re-plans on the next enqueue, so drop any graph and run eagerly once.
+  const bool replan = runner_.needs_eager_enqueue();
+  if (replan) {
+    graph_exec_ = cuda::GraphExec();
+    graph_ = cuda::CudaGraph();
+    graph_key_.clear();
+    last_key_.clear();
+  }
 
   if (graph_exec_ && key == graph_key_) {
     graph_exec_.launch(stream);
@@ -109,7 +118,8 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
   }
   // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
   // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
-  const bool capture = options_.use_cuda_graph && !graph_failed_ && stream != nullptr && key == last_key_;
+  const bool capture =
+      options_.use_cuda_graph && !graph_failed_ && !replan && stream != nullptr && key == last_key_;
   last_key_ = key;
   if (!capture) {
     enqueue_all(frames, transforms, stream);

@@ -3,6 +3,10 @@
 #include <NvInfer.h>
 #include <NvInferPlugin.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <deque>
 #include <mutex>
 #include <sstream>
 
@@ -12,15 +16,16 @@
 namespace m2f::trt {
 namespace {
 
-// Keeps warnings and errors so an exception can carry TensorRT's own explanation.
+// Keeps the latest warnings and errors so an exception can carry TensorRT's own explanation (the
+// error that matters comes last, after any number of warnings).
 class CapturingLogger : public nvinfer1::ILogger {
  public:
   void log(Severity severity, const char* message) noexcept override {
     if (severity > Severity::kWARNING) return;
     try {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (lines_.size() < 64) lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") +
-                                               std::string(message));
+      lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") + std::string(message));
+      if (lines_.size() > 64) lines_.pop_front();
     } catch (...) {
     }
   }
@@ -34,7 +39,7 @@ class CapturingLogger : public nvinfer1::ILogger {
 
  private:
   std::mutex mutex_;
-  std::vector<std::string> lines_;
+  std::deque<std::string> lines_;
 };
 
 // TensorRT objects are released with delete from 8.0 on (destroy() is gone in 10).
@@ -101,6 +106,33 @@ std::size_t engine_device_memory(const nvinfer1::ICudaEngine& engine) {
 #endif
 }
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+// The first line of a failed deserialization, chosen from what TensorRT logged.
+std::string deserialize_failure(const std::string& log) {
+  const std::string l = lower(log);
+  if (l.find("plugin") != std::string::npos)
+    return "could not load the TensorRT engine: a plugin it needs is missing (the deployable Mask2Former needs "
+           "MultiscaleDeformableAttnPlugin_TRT from libnvinfer_plugin of this TensorRT).";
+  if (l.find("out of memory") != std::string::npos || l.find("outofmemory") != std::string::npos ||
+      l.find("allocation failed") != std::string::npos)
+    return "could not load the TensorRT engine: not enough GPU memory.";
+  if (l.find("version") != std::string::npos || l.find("magic") != std::string::npos ||
+      l.find("serializ") != std::string::npos || l.find("compute capability") != std::string::npos ||
+      l.find("device") != std::string::npos)
+    return "could not load the TensorRT engine: it was built with another TensorRT version or for another GPU "
+           "(TensorRT " + runtime_version() + " is loaded here). Rebuild it on this machine: m2f-edge build MODEL.onnx";
+  return "could not load the TensorRT engine (TensorRT " + runtime_version() +
+         " loaded). An engine only runs with the TensorRT version and the GPU model it was built with; rebuild it "
+         "on this machine (m2f-edge build MODEL.onnx). A missing plugin or too little GPU memory are the other "
+         "usual reasons.";
+}
+
+constexpr std::uintptr_t kTensorAlignment = 256;  // "The pointer must have at least 256-byte alignment."
+
 }  // namespace
 
 struct Runner::Impl {
@@ -142,10 +174,10 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
   }
   impl_->engine.reset(impl_->runtime->deserializeCudaEngine(engine, size));
   if (!impl_->engine) {
-    impl_->fail("could not load the TensorRT engine (TensorRT " + runtime_version() +
-                " loaded). An engine only runs with the TensorRT version and the GPU model it was built "
-                "with; rebuild it on this machine (m2f-edge build MODEL.onnx). A missing plugin or too "
-                "little GPU memory are the other usual reasons.");
+    std::string log = impl_->logger.take();
+    const std::string plugin_log = plugin_logger().take();
+    if (!plugin_log.empty()) log += (log.empty() ? "" : "\n") + plugin_log;
+    throw TensorRTError(deserialize_failure(log) + (log.empty() ? "" : "\nTensorRT said:\n" + log));
   }
   impl_->context.reset(impl_->engine->createExecutionContext());
   if (!impl_->context)
@@ -203,29 +235,59 @@ void Runner::set_input_shape(const std::string& name, const std::vector<std::int
                                   " .. " + shape_text(info->max_shape) +
                                   " (rebuild the engine with a wider --batch MIN:OPT:MAX)");
   }
+  if (to_vector(impl_->context->getTensorShape(name.c_str())) == shape) return;  // unchanged: nothing to re-plan
   nvinfer1::Dims dims{};
   dims.nbDims = static_cast<int>(shape.size());
   for (std::size_t i = 0; i < shape.size(); ++i) dims.d[i] = static_cast<decltype(dims.d[0] + 0)>(shape[i]);
   if (!impl_->context->setInputShape(name.c_str(), dims))
     impl_->fail("TensorRT refused shape " + shape_text(shape) + " for input '" + name + "'");
+  needs_eager_ = true;  // TensorRT re-plans on the next enqueue, which therefore must not be captured
 }
 
 std::vector<std::int64_t> Runner::output_shape(const std::string& name) const {
   tensor(name);
-  return to_vector(impl_->context->getTensorShape(name.c_str()));
+  std::vector<std::int64_t> shape = to_vector(impl_->context->getTensorShape(name.c_str()));
+  for (auto d : shape)
+    if (d < 0)
+      throw TensorRTError("output '" + name + "' has shape " + shape_text(shape) +
+                          ": a size that depends on the data (or an input shape not set yet); m2f_edge runs "
+                          "engines whose output shapes follow from the input shapes");
+  return shape;
 }
 
 void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
+  if (reinterpret_cast<std::uintptr_t>(device_pointer) % kTensorAlignment != 0)
+    throw std::invalid_argument("tensor '" + name + "': TensorRT needs device addresses aligned to " +
+                                std::to_string(kTensorAlignment) +
+                                " bytes; this array starts inside an allocation (a view with an offset?): pass a "
+                                "contiguous copy");
   if (!impl_->context->setTensorAddress(name.c_str(), device_pointer))
-    impl_->fail("TensorRT refused the address for tensor '" + name + "' (wrong name or misaligned pointer)");
+    impl_->fail("TensorRT refused the address for tensor '" + name + "'");
+}
+
+void Runner::run_enqueue_v3(cudaStream_t stream) {
+  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  M2F_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) needs_eager_ = false;
 }
 
 void Runner::enqueue(cudaStream_t stream) {
   Impl& im = *impl_;
   if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  enqueue_or_replay(stream);
+}
+
+void Runner::enqueue_or_replay(cudaStream_t stream) {
+  Impl& im = *impl_;
   if (!use_graph_ || im.graph_failed || stream == nullptr) {  // the legacy stream cannot be captured
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    run_enqueue_v3(stream);
     return;
+  }
+  if (needs_eager_) {  // an input shape changed: a graph captured before may point at re-planned memory
+    im.graph_exec = cuda::GraphExec();
+    im.graph = cuda::CudaGraph();
+    im.graph_bound.clear();
   }
   im.bound.clear();
   for (const auto& t : tensors_)
@@ -242,10 +304,12 @@ void Runner::enqueue(cudaStream_t stream) {
     im.graph_stream = stream;
     im.eager_runs_with_bound = 0;
   }
-  // TensorRT allocates and tunes on the first enqueue after a shape change: run it eagerly once.
-  if (im.eager_runs_with_bound == 0) {
+  // The first call with new shapes or buffers runs eagerly, the next one with the same is captured:
+  // TensorRT allocates and re-plans on the first enqueue after a shape change (the 8.5/8.6 headers say
+  // this breaks stream capture), and buffers that change on every call are cheaper eager than re-captured.
+  if (im.eager_runs_with_bound == 0 || needs_eager_) {
     ++im.eager_runs_with_bound;
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    run_enqueue_v3(stream);
     return;
   }
   bool enqueued = true;
@@ -261,7 +325,7 @@ void Runner::enqueue(cudaStream_t stream) {
     im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
     im.graph = cuda::CudaGraph();
     im.logger.take();
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    run_enqueue_v3(stream);
     return;
   }
   im.graph_exec.launch(stream);
@@ -269,7 +333,7 @@ void Runner::enqueue(cudaStream_t stream) {
 
 void Runner::enqueue_eager(cudaStream_t stream) {
   if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
-  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+  run_enqueue_v3(stream);
 }
 
 bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }
