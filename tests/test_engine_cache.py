@@ -747,3 +747,24 @@ def test_tensorrt_backend_metadata_gives_the_onnxruntime_settings(tmp_path, mach
         json.dump({"no_object_index": 0}, f)
     assert Segmenter(backend).no_object_index == 0
 
+
+def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
+    from m2f_edge.bench.runner import _backend_timings
+
+    onnx = _raw_onnx(tmp_path)
+    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+                              builder=_fake_builder([]))
+    backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
+    assert backend.last_timings() is None  # nothing ran yet
+    tensor = np.zeros((1,) + tuple(backend.input_shape[1:]), np.float32)
+    backend.run(tensor)
+    assert backend.last_timings() == {"enqueue_ms": 0.25, "gpu_ms": 1.5}
+    backend.run_device(tensor, synchronize=False)
+    assert backend.last_timings() == {"enqueue_ms": 0.25, "gpu_ms": None}  # not waited for
+
+    class Seg:
+        pass
+
+    seg = Seg()
+    seg.backend = backend
+    assert _backend_timings(seg) == {"enqueue_ms": 0.25, "gpu_ms": None}

@@ -177,7 +177,20 @@ void bind_engine(py::module_& t) {
           "Runs the engine on {input name: GPU or numpy array}. Returns {output name: DeviceArray}; the\n"
           "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).")
       .def("take_log", [](Engine& e) { return e.runner().take_log(); },
-           "TensorRT's warnings and errors since the last call.");
+           "TensorRT's warnings and errors since the last call.")
+      .def(
+          "last_timings",
+          [](Engine& e) -> py::object {
+            const trt::EnqueueTimings t = e.runner().last_timings();
+            if (!t.valid) return py::none();
+            py::dict d;
+            d["enqueue_ms"] = t.enqueue_ms;
+            d["gpu_ms"] = t.gpu_done ? py::object(py::float_(t.gpu_ms)) : py::object(py::none());
+            return std::move(d);
+          },
+          "Timings of the last infer(): {'enqueue_ms': host time of the enqueue call, 'gpu_ms': GPU time\n"
+          "between CUDA events recorded on its stream before and after it (None while the GPU has not\n"
+          "finished: read, never waited for)}. None before the first infer().");
 
   py::class_<trt::Pipeline>(
       t, "Pipeline",
@@ -222,6 +235,26 @@ void bind_engine(py::module_& t) {
            py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
            py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
       .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def(
+          "last_timings",
+          [](const trt::Pipeline& p) -> py::object {
+            const trt::PipelineTimings t = p.last_timings();
+            if (!t.valid) return py::none();
+            auto ms = [](bool set, float value) { return set ? py::object(py::float_(value)) : py::object(py::none()); };
+            py::dict d;
+            d["enqueue_ms"] = t.enqueue_ms;
+            d["gpu_ms"] = ms(t.gpu_done, t.gpu_ms);
+            d["preprocess_gpu_ms"] = ms(t.stages, t.preprocess_ms);
+            d["infer_gpu_ms"] = ms(t.stages, t.infer_ms);
+            d["postprocess_gpu_ms"] = ms(t.stages, t.postprocess_ms);
+            d["cuda_graph"] = t.replayed_graph;
+            return std::move(d);
+          },
+          "Timings of the last run(): {'enqueue_ms': host time to enqueue the three stages, 'gpu_ms': their\n"
+          "GPU time, 'preprocess_gpu_ms', 'infer_gpu_ms', 'postprocess_gpu_ms': per stage, from CUDA events\n"
+          "recorded on the run's stream between the stages, 'cuda_graph': whether the run replayed a CUDA\n"
+          "graph}. A replayed graph is one launch: its stage times are None. GPU times are None while the\n"
+          "GPU has not finished (read, never waited for). None before the first run().")
       .def(
           "run",
           [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {

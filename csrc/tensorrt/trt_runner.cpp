@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -148,6 +149,10 @@ struct Runner::Impl {
   bool graph_failed = false;
   cuda::CudaGraph graph;
   cuda::GraphExec graph_exec;
+  // Around each enqueue(): recorded on the caller's stream, read without waiting.
+  cuda::Event timing_start, timing_end;
+  bool timed = false;
+  double enqueue_ms = 0;
 
   [[noreturn]] void fail(const std::string& what) {
     std::string log = logger.take();
@@ -200,6 +205,8 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
     }
     tensors_.push_back(std::move(info));
   }
+  impl_->timing_start = cuda::Event::create(true);
+  impl_->timing_end = cuda::Event::create(true);
 }
 
 Runner::~Runner() = default;
@@ -275,12 +282,33 @@ void Runner::run_enqueue_v3(cudaStream_t stream) {
 void Runner::enqueue(cudaStream_t stream) {
   Impl& im = *impl_;
   if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  im.timed = false;
+  const auto host_start = std::chrono::steady_clock::now();
   enqueue_or_replay(stream);
+  const auto host_end = std::chrono::steady_clock::now();
+  im.timing_end.record(stream);
+  im.enqueue_ms = std::chrono::duration<double, std::milli>(host_end - host_start).count();
+  im.timed = true;
+}
+
+EnqueueTimings Runner::last_timings() const {
+  const Impl& im = *impl_;
+  EnqueueTimings t;
+  if (!im.timed) return t;
+  t.valid = true;
+  t.enqueue_ms = im.enqueue_ms;
+  if (im.timing_end.done()) {
+    t.gpu_ms = cuda::Event::elapsed_ms(im.timing_start, im.timing_end);
+    t.gpu_done = true;
+  }
+  return t;
 }
 
 void Runner::enqueue_or_replay(cudaStream_t stream) {
   Impl& im = *impl_;
+  // The GPU start event goes right before the work, so that a capture's host time is not GPU time.
   if (!use_graph_ || im.graph_failed || stream == nullptr) {  // the legacy stream cannot be captured
+    im.timing_start.record(stream);
     run_enqueue_v3(stream);
     return;
   }
@@ -294,6 +322,7 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
     im.bound.emplace_back(const_cast<void*>(im.context->getTensorAddress(t.name.c_str())),
                           to_vector(im.context->getTensorShape(t.name.c_str())));
   if (im.graph_exec && im.bound == im.graph_bound && stream == im.graph_stream) {
+    im.timing_start.record(stream);
     im.graph_exec.launch(stream);
     return;
   }
@@ -309,6 +338,7 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
   // this breaks stream capture), and buffers that change on every call are cheaper eager than re-captured.
   if (im.eager_runs_with_bound == 0 || needs_eager_) {
     ++im.eager_runs_with_bound;
+    im.timing_start.record(stream);
     run_enqueue_v3(stream);
     return;
   }
@@ -325,9 +355,11 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
     im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
     im.graph = cuda::CudaGraph();
     im.logger.take();
+    im.timing_start.record(stream);
     run_enqueue_v3(stream);
     return;
   }
+  im.timing_start.record(stream);
   im.graph_exec.launch(stream);
 }
 

@@ -32,6 +32,15 @@ struct TensorInfo {
   std::vector<std::int64_t> max_shape;
 };
 
+// Host and GPU time of the last Runner::enqueue(). gpu_ms is valid once gpu_done: the two timing
+// events around the enqueue are read with cudaEventQuery, never waited for.
+struct EnqueueTimings {
+  bool valid = false;     // an enqueue() has completed on the host
+  double enqueue_ms = 0;  // host time of the enqueueV3 call (or of the graph launch that replays it)
+  bool gpu_done = false;
+  float gpu_ms = 0.f;
+};
+
 class Runner {
  public:
   // engine: the serialized engine bytes. dla_core >= 0 runs on that DLA core (the engine must have
@@ -62,9 +71,11 @@ class Runner {
   // enqueueV3 for good.
   void enqueue(cudaStream_t stream);
   void set_use_cuda_graph(bool use) noexcept { use_graph_ = use; }
-  // enqueueV3 and nothing else: for callers that capture a larger graph themselves.
+  // enqueueV3 and nothing else: for callers that capture a larger graph themselves (not timed).
   void enqueue_eager(cudaStream_t stream);
   bool graph_active() const noexcept;
+  // Timings of the last enqueue() (not of enqueue_eager()).
+  EnqueueTimings last_timings() const;
   // The TensorRT log lines of warning level and above seen since the last call.
   std::string take_log();
 

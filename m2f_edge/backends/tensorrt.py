@@ -137,6 +137,15 @@ class TensorRTBackend(Backend):
         self._check_batch(int(shape[0]))
         return self._engine.infer({self.input_name: tensor}, stream=stream, synchronize=synchronize)
 
+    def last_timings(self) -> Optional[Dict[str, Optional[float]]]:
+        """Timings of the last run()/run_device(): {"enqueue_ms": host time of the enqueue call,
+        "gpu_ms": GPU time of the inference between two CUDA events recorded on its stream}. gpu_ms is
+        None while that work has not finished (run_device(..., synchronize=False)): it is read, never
+        waited for. None before the first run."""
+        if self._engine is None:
+            return None
+        return self._engine.last_timings()
+
     @property
     def cuda_graph_active(self) -> bool:
         return bool(self._engine.cuda_graph_active)
