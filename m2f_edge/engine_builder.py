@@ -303,8 +303,11 @@ def cached_engine(onnx_path: str, options: Optional[BuildOptions] = None, cache_
     else:
         log.info("building a TensorRT engine for %s (first use on this machine; cached in %s)", onnx_path, directory)
     build = builder or (lambda src, dst, opts: build_engine(src, dst, opts, progress=progress))
-    build(onnx_path, engine_path, options)
-    write_sidecar(engine_path, metadata, extra={"model_metadata": onnx_model_metadata(onnx_path)})
+    report = build(onnx_path, engine_path, options)
+    extra = {"model_metadata": onnx_model_metadata(onnx_path)}  # type: Dict[str, Any]
+    if isinstance(report, dict):
+        extra["build"] = report  # what was built: with TensorRT >= 11 the precision is the ONNX's
+    write_sidecar(engine_path, metadata, extra=extra)
     return engine_path
 
 

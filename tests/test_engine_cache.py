@@ -768,3 +768,16 @@ def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
     seg = Seg()
     seg.backend = backend
     assert _backend_timings(seg) == {"enqueue_ms": 0.25, "gpu_ms": None}
+
+
+@pytest.mark.parametrize("version", ["10.3.0.26", "11.1.0.3"])
+def test_cached_engine_records_what_was_built(tmp_path, monkeypatch, machine, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    onnx = _raw_onnx(tmp_path)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"))
+    record = eb.read_sidecar(engine)
+    assert record["metadata"]["precision"] == "fp16"  # what was asked (the cache key)
+    assert record["build"]["precision"] == ("fp16" if version.startswith("10.") else "fp32")  # what was built
+    assert record["model_metadata"] == _ort_metadata(onnx)
