@@ -10,6 +10,12 @@ this precision and this batch range, building it when needed. Each engine has a 
 (``<engine>.json``) holding that metadata; an engine whose sidecar is missing or disagrees with the
 machine it is about to run on is rebuilt, never loaded (TensorRT engines are tied to the TensorRT
 version and the GPU model they were built with).
+
+TensorRT versions (Python API names checked against NVIDIA's bindings source at 8.5.2, 8.6.1, 10.3.0 and
+11.1): 8.x needs the EXPLICIT_BATCH network flag (gone in 11; explicit batch is the only mode from 10);
+IProgressMonitor exists from 10.0; TensorRT 11 builds every network strongly typed, so BuilderFlag.FP16,
+OBEY_PRECISION_CONSTRAINTS, ILayer.precision / set_output_type and Builder.platform_has_fast_fp16 are gone
+there and an engine's precision is the one the ONNX file carries.
 """
 
 from __future__ import annotations
@@ -208,6 +214,33 @@ def read_sidecar(engine_path: str) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+def onnx_model_metadata(onnx_path: str) -> Dict[str, str]:
+    """The ONNX file's metadata_props ({key: value}), read without its weights. A TensorRT engine does
+    not keep them, so the sidecar carries them (under "model_metadata"): a raw-head model exported from
+    Hugging Face says there which class index is "no object". {} when the onnx package is missing or
+    the file cannot be read as ONNX (the engine is still built; TensorRT reports real parse errors)."""
+    try:
+        import onnx
+    except ImportError:
+        log.info("the onnx package is not installed: %s's metadata is not carried into the engine sidecar", onnx_path)
+        return {}
+    try:
+        model = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        log.warning("could not read the metadata of %s (%s); the engine sidecar will not carry it", onnx_path, exc)
+        return {}
+    return {str(entry.key): str(entry.value) for entry in model.metadata_props}
+
+
+def engine_model_metadata(engine_path: str) -> Dict[str, str]:
+    """The ONNX metadata an engine's sidecar carries ({} without a sidecar or without that record)."""
+    record = read_sidecar(engine_path)
+    carried = record.get("model_metadata") if record else None
+    if not isinstance(carried, dict):
+        return {}
+    return {str(k): str(v) for k, v in carried.items()}
+
+
 def engine_staleness(engine_path: str, metadata: Dict[str, Any]) -> Optional[str]:
     """None when the engine at engine_path was built for `metadata`; otherwise why it must be rebuilt."""
     if not os.path.isfile(engine_path):
@@ -255,14 +288,26 @@ def cached_engine(onnx_path: str, options: Optional[BuildOptions] = None, cache_
     reason = engine_staleness(engine_path, metadata)
     if reason is None:
         log.info("using cached TensorRT engine %s", engine_path)
+        record = read_sidecar(engine_path) or {}
+        if not isinstance(record.get("model_metadata"), dict):  # cached by a version that did not carry it
+            extra = {k: v for k, v in record.items() if k not in ("format", "key", "metadata", "engine_sha256",
+                                                                  "engine_bytes")}
+            extra["model_metadata"] = onnx_model_metadata(onnx_path)
+            try:
+                write_sidecar(engine_path, metadata, extra=extra)
+            except OSError as exc:  # a read-only cache still serves its engine
+                log.warning("could not add the model metadata to %s: %s", sidecar_path(engine_path), exc)
         return engine_path
     if os.path.exists(engine_path):
         log.info("rebuilding TensorRT engine %s: %s", engine_path, reason)
     else:
         log.info("building a TensorRT engine for %s (first use on this machine; cached in %s)", onnx_path, directory)
     build = builder or (lambda src, dst, opts: build_engine(src, dst, opts, progress=progress))
-    build(onnx_path, engine_path, options)
-    write_sidecar(engine_path, metadata)
+    report = build(onnx_path, engine_path, options)
+    extra = {"model_metadata": onnx_model_metadata(onnx_path)}  # type: Dict[str, Any]
+    if isinstance(report, dict):
+        extra["build"] = report  # what was built: with TensorRT >= 11 the precision is the ONNX's
+    write_sidecar(engine_path, metadata, extra=extra)
     return engine_path
 
 
@@ -317,7 +362,11 @@ class _Spinner:
 
 
 def _progress_monitor_class(trt):
-    """A TensorRT IProgressMonitor that prints phase progress (TensorRT >= 10 has the interface)."""
+    """A TensorRT IProgressMonitor that prints phase progress (the interface exists from TensorRT 10.0).
+
+    TensorRT's Python binding is a pybind11 trampoline: a subclass must call the base __init__, and an
+    exception escaping a callback is caught by the binding and, in step_complete, cancels the build; so
+    the callbacks never raise."""
 
     class ProgressMonitor(trt.IProgressMonitor):
         def __init__(self, stream=None):
@@ -329,18 +378,24 @@ def _progress_monitor_class(trt):
             self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            with self.lock:
-                depth = self.phases[parent_phase][2] + 1 if parent_phase in self.phases else 0
-                self.phases[phase_name] = [0, num_steps, depth]
-                if depth == 0 or not self.interactive:
-                    self._show(phase_name)
+            try:
+                with self.lock:
+                    depth = self.phases[parent_phase][2] + 1 if parent_phase in self.phases else 0
+                    self.phases[phase_name] = [0, num_steps, depth]
+                    if depth == 0 or not self.interactive:
+                        self._show(phase_name)
+            except Exception:  # a display problem must not cancel the build
+                pass
 
         def step_complete(self, phase_name, step):
-            with self.lock:
-                if phase_name in self.phases:
-                    self.phases[phase_name][0] = step + 1
-                    if self.interactive:
-                        self._show(phase_name)
+            try:
+                with self.lock:
+                    if phase_name in self.phases:
+                        self.phases[phase_name][0] = step + 1
+                        if self.interactive:
+                            self._show(phase_name)
+            except Exception:
+                pass
             return True  # never cancel
 
         def phase_finish(self, phase_name):
@@ -356,8 +411,35 @@ def _progress_monitor_class(trt):
     return ProgressMonitor
 
 
+def _major(version: Any) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def strongly_typed_only(trt) -> bool:
+    """True for TensorRT >= 11, where every network is strongly typed: the builder has no FP16 flag and
+    layers no precision to constrain; tensor types come from the ONNX file."""
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def network_has_float16(network, trt) -> bool:
+    """Whether any network input or layer output is float16 (as parsed from the ONNX)."""
+    for i in range(network.num_inputs):
+        if network.get_input(i).dtype == trt.float16:
+            return True
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if any(layer.get_output(j).dtype == trt.float16 for j in range(layer.num_outputs)):
+            return True
+    return False
+
+
 def mark_fp32_layers(network, trt, prefixes: Iterable[str]) -> List[str]:
-    """Constrain layers whose names start with one of `prefixes` to FP32; returns their names."""
+    """Constrain layers whose names start with one of `prefixes` to FP32; returns their names.
+    Weakly typed networks only (TensorRT < 11; ILayer.precision and set_output_type are deprecated from
+    10.12 and gone in 11)."""
     prefixes = tuple(prefixes)
     floating = (trt.float32, trt.float16)
     marked = []
@@ -378,17 +460,23 @@ def mark_fp32_layers(network, trt, prefixes: Iterable[str]) -> List[str]:
 def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
                  progress: bool = True) -> Dict[str, Any]:
     """Build a TensorRT engine from onnx_path into engine_path (written atomically). Returns a dict
-    of what was done (fp32 layers marked, profile, seconds). Raises TensorRTUnavailableError without
-    TensorRT and EngineBuildError when TensorRT fails, with its messages."""
+    of what was done (fp32 layers marked, profile, precision, seconds, notes). Raises
+    TensorRTUnavailableError without TensorRT and EngineBuildError when TensorRT fails, with its messages.
+
+    With TensorRT >= 11 (strongly typed networks only) the engine's precision is the ONNX file's: fp16
+    cannot be switched on by a flag, and an FP32 ONNX gives an FP32 engine (a warning says so; convert the
+    ONNX to FP16 first, keeping TAO's FP32 layers, for an FP16 engine)."""
     options = options or BuildOptions()
     trt = import_tensorrt()
-    major = int(str(trt.__version__).split(".")[0])
+    major = _major(trt.__version__)
+    strongly_typed = strongly_typed_only(trt)
+    notes = []  # type: List[str]
     logger = trt.Logger(trt.Logger.WARNING)
     # The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT from the stock plugin library.
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     flags = 0
-    if major < 10:  # explicit batch is the only mode from TensorRT 10 on
+    if major < 10:  # the ONNX parser needs an explicit-batch network; from TensorRT 10 it is the only kind
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -409,14 +497,29 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     marked = []  # type: List[str]
-    if options.fp16:
-        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
+    has_float16 = network_has_float16(network, trt) if strongly_typed else None
+    if strongly_typed:
+        precision = "fp16" if has_float16 else "fp32"
+        if options.fp16 and not has_float16:
+            notes.append("TensorRT {} builds strongly typed networks only, and '{}' holds no float16 tensors: the "
+                         "engine is FP32. For an FP16 engine convert the ONNX to FP16 first (keeping TAO's FP32 "
+                         "layers), or pass --fp32 to say so.".format(trt.__version__, os.path.basename(onnx_path)))
+        elif options.fp16:
+            notes.append("TensorRT {} is strongly typed: layer precisions are the ONNX file's (TAO's FP32 layers are "
+                         "FP32 where the ONNX keeps them so)".format(trt.__version__))
+        for note in notes:
+            log.warning("%s", note)
+    elif options.fp16:
+        precision = "fp16"
+        if not getattr(builder, "platform_has_fast_fp16", True):
             log.warning("this GPU has no fast FP16; building FP16 anyway as asked")
         config.set_flag(trt.BuilderFlag.FP16)
         marked = mark_fp32_layers(network, trt, options.fp32_layers)
         if marked:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         log.info("kept %d layers in FP32 (TAO's precision constraints)", len(marked))
+    else:
+        precision = "fp32"
 
     profile_shapes = {}
     for i in range(network.num_inputs):
@@ -448,19 +551,25 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
                                                                                    builder.num_DLA_cores))
         if not options.fp16:
             raise EngineBuildError("DLA runs FP16 or INT8 only: add --fp16")
+        if strongly_typed and not has_float16:
+            raise EngineBuildError("DLA runs FP16 or INT8 only, and TensorRT {} takes precisions from the ONNX, which "
+                                   "holds no float16 tensors: convert the ONNX to FP16 first".format(trt.__version__))
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         if options.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    timing_cache = None
     if options.timing_cache:
         data = b""
         if os.path.isfile(options.timing_cache):
             with open(options.timing_cache, "rb") as f:
                 data = f.read()
         timing_cache = config.create_timing_cache(data)
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            # unreadable, or from another TensorRT version or GPU: start a fresh one (it is rewritten below)
+            log.warning("timing cache %s does not match this TensorRT or GPU; starting a new one", options.timing_cache)
+            timing_cache = config.create_timing_cache(b"")
+            config.set_timing_cache(timing_cache, ignore_mismatch=False)
 
     start = time.monotonic()
     if progress and hasattr(trt, "IProgressMonitor"):
@@ -485,6 +594,7 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
             _atomic_write(options.timing_cache, bytes(cache.serialize()))
     log.info("built %s in %.0f s", engine_path, seconds)
     return {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
+            "precision": precision, "strongly_typed": strongly_typed, "notes": notes,
             "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
 
 
@@ -495,5 +605,5 @@ def build_with_sidecar(onnx_path: str, engine_path: str, options: Optional[Build
     report = build_engine(onnx_path, engine_path, options, progress=progress)
     metadata = engine_metadata(file_sha256(onnx_path), tensorrt_version() or report.get("tensorrt_version"),
                                target_device(options.dla_core), options)
-    write_sidecar(engine_path, metadata, extra={"build": report})
+    write_sidecar(engine_path, metadata, extra={"build": report, "model_metadata": onnx_model_metadata(onnx_path)})
     return report

@@ -135,6 +135,12 @@ class GpuPipeline:
     def cuda_graph_active(self) -> bool:
         return bool(self._pipeline.cuda_graph_active)
 
+    def last_timings(self) -> Optional[Dict[str, Any]]:
+        """Timings of the last run(): enqueue_ms (host), gpu_ms and per stage preprocess_gpu_ms,
+        infer_gpu_ms, postprocess_gpu_ms (CUDA events on the pipeline's stream; the frame upload is not
+        included; stage times are None for a replayed CUDA graph). See _core.tensorrt.Pipeline.last_timings."""
+        return self._pipeline.last_timings()
+
     def frame_buffer(self, height: int, width: int, channels: int = 3, index: int = 0):
         """The reusable frame buffer for batch position `index`: on Jetson mapped memory (fill its
         .numpy() view, e.g. cv2.VideoCapture.read(image=view), and pass the buffer to run(): no copy

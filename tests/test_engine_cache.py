@@ -400,132 +400,38 @@ def test_is_gpu_array():
     assert not is_gpu_array(DlpackCpu()) and not is_gpu_array(np.zeros(3))
 
 
-# ---- the builder's wiring, on a stand-in for TensorRT's Python API (no TensorRT here) -----------------
-# The stand-in records what build_engine asks of TensorRT; it checks our side of the calls (profiles,
-# flags, DLA, timing cache, files written), not TensorRT itself, which only a TensorRT machine can.
+# ---- the builder's wiring, on a stand-in for TensorRT's Python API, one per major version ---------------
+# tests/tensorrt_standin.py follows the names and argument names of NVIDIA's bindings at 8.5.2, 8.6.1,
+# 10.3.0 and 11.1 and lacks what each version lacks; it checks our side of the calls (network flags,
+# precision, profiles, DLA, timing cache, progress monitor, files written), not TensorRT itself.
+
+from tensorrt_standin import VERSIONS, make_tensorrt  # noqa: E402
 
 
-def _fake_tensorrt(input_shape=(-1, 3, 64, 96), parse_ok=True, dla_cores=2, with_monitor=True):
-    import types
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0.26"
-    trt.float32, trt.float16, trt.int32 = "float32", "float16", "int32"
-    calls = {"flags": set(), "profiles": [], "plugins": 0}
-    trt.calls = calls
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            self.level = level
-
-    trt.Logger = Logger
-    trt.init_libnvinfer_plugins = lambda logger, namespace: calls.__setitem__("plugins", calls["plugins"] + 1)
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", GPU_FALLBACK="GPU_FALLBACK")
-    trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
-
-    class Input:
-        name = "inputs"
-        shape = input_shape
-
-    class Network:
-        num_inputs = 1
-        layers = [_FakeLayer("/post_processor/Div", ["float32"]), _FakeLayer("/backbone/Conv", ["float16"])]
-
-        def get_input(self, i):
-            return Input()
-
-        @property
-        def num_layers(self):
-            return len(self.layers)
-
-        def get_layer(self, i):
-            return self.layers[i]
-
-    class Parser:
-        def __init__(self, network, logger):
-            self.num_errors = 0 if parse_ok else 1
-
-        def parse_from_file(self, path):
-            calls["parsed"] = path
-            return parse_ok
-
-        def get_error(self, i):
-            return "No importer registered for op: MultiscaleDeformableAttnPlugin_TRT"
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            calls["profiles"].append((name, tuple(lo), tuple(opt), tuple(hi)))
-
-    class TimingCache:
-        def __init__(self, data):
-            self.data = data
-
-        def serialize(self):
-            return b"timing:" + self.data
-
-    class Config:
-        def __init__(self):
-            self.default_device_type = "GPU"
-            self.DLA_core = -1
-            self.cache = None
-
-        def set_memory_pool_limit(self, pool, size):
-            calls["workspace"] = (pool, size)
-
-        def set_flag(self, flag):
-            calls["flags"].add(flag)
-
-        def add_optimization_profile(self, profile):
-            calls["profile_added"] = True
-
-        def create_timing_cache(self, data):
-            return TimingCache(bytes(data))
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-
-        def get_timing_cache(self):
-            return self.cache
-
-    class Builder:
-        platform_has_fast_fp16 = True
-        num_DLA_cores = dla_cores
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            calls["network_flags"] = flags
-            return Network()
-
-        def create_builder_config(self):
-            calls["config"] = Config()
-            return calls["config"]
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            calls["monitor"] = getattr(config, "progress_monitor", None)
-            calls["device"] = (config.default_device_type, config.DLA_core)
-            return b"serialized-engine"
-
-    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
-    if with_monitor:
-        class IProgressMonitor:
-            def __init__(self):
-                pass
-
-        trt.IProgressMonitor = IProgressMonitor
-    return trt
+def _major(version):
+    return int(version.split(".")[0])
 
 
-def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypatch, machine):
-    trt = _fake_tensorrt()
+def test_standin_lacks_what_each_version_lacks():
+    t8, t10, t11 = make_tensorrt("8.5.2.2"), make_tensorrt("10.3.0.26"), make_tensorrt("11.1.0.3")
+    assert t8.BuilderFlag.FP16 and t10.BuilderFlag.OBEY_PRECISION_CONSTRAINTS and t10.NetworkDefinitionCreationFlag.EXPLICIT_BATCH == 0
+    for missing in (lambda: t11.BuilderFlag.FP16, lambda: t11.BuilderFlag.OBEY_PRECISION_CONSTRAINTS,
+                    lambda: t11.NetworkDefinitionCreationFlag.EXPLICIT_BATCH, lambda: t8.IProgressMonitor,
+                    lambda: t11.Builder(t11.Logger()).platform_has_fast_fp16):
+        with pytest.raises(AttributeError):
+            missing()
+    layer = t11.Builder(t11.Logger()).create_network(0).get_layer(0)
+    with pytest.raises(AttributeError):
+        layer.precision = t11.float32
+    with pytest.raises(AttributeError):
+        layer.set_output_type(0, t11.float32)
+    with pytest.raises(AttributeError):
+        t8.Builder(t8.Logger()).create_builder_config().progress_monitor = object()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypatch, machine, version):
+    trt = make_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     onnx = _write(tmp_path / "m.onnx", b"onnx")
     engine = str(tmp_path / "m.engine")
@@ -536,34 +442,100 @@ def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypat
     with redirect_stderr(err):
         report = eb.build_with_sidecar(onnx, engine, opts)
     calls = trt.calls
-    assert calls["plugins"] == 1 and calls["parsed"] == onnx and calls["network_flags"] == 0
-    assert calls["workspace"] == ("workspace", 512 << 20)
-    assert {"FP16", "OBEY"} <= calls["flags"] and "GPU_FALLBACK" not in calls["flags"]
+    assert calls["plugins"] == 1 and calls["parsed"] == onnx
+    # TensorRT 8's ONNX parser needs an explicit-batch network; 10 ignores the flag and 11 has none
+    assert calls["network_flags"] == (1 if _major(version) < 10 else 0)
+    assert calls["workspace"] == (trt.MemoryPoolType.WORKSPACE, 512 << 20)
     assert calls["profiles"] == [("inputs", (1, 3, 64, 96), (2, 3, 64, 96), (4, 3, 64, 96))]
-    assert calls["device"] == ("GPU", -1)
-    assert calls["monitor"] is not None  # TensorRT >= 10: IProgressMonitor
-    assert report["fp32_layers_marked"] == ["/post_processor/Div"]
+    assert calls["device"] == ("GPU", -1) and "GPU_FALLBACK" not in calls["flags"]
+    if _major(version) < 11:
+        assert calls["flags"] == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+        assert report["fp32_layers_marked"] == ["/post_processor/Div"] and report["precision"] == "fp16"
+        assert calls["precision"] == {"/post_processor/Div": trt.float32}
+        assert calls["network"].get_layer(0).output_types == {0: trt.float32}
+        assert not report["strongly_typed"] and report["notes"] == []
+    else:  # strongly typed: no precision flags or constraints; an FP32 ONNX gives an FP32 engine, said so
+        assert calls["flags"] == set() and "precision" not in calls
+        assert report["fp32_layers_marked"] == [] and report["precision"] == "fp32" and report["strongly_typed"]
+        assert len(report["notes"]) == 1 and "strongly typed" in report["notes"][0]
+        assert "no float16 tensors" in report["notes"][0]
+    if _major(version) >= 10:  # IProgressMonitor: our subclass ran to the end and printed the phases
+        assert calls["monitor"] is not None and calls["monitor_events"] == [("finished", None)]
+        assert "Building engine" in err.getvalue() and "Tactic selection" in err.getvalue()
+    else:
+        assert "building TensorRT engine" in err.getvalue()  # the spinner
     with open(engine, "rb") as f:
         assert f.read() == b"serialized-engine"
+    assert calls["set_timing_cache"] == [(b"old", False, True)]
     with open(cache, "rb") as f:
         assert f.read() == b"timing:old"
     record = eb.read_sidecar(engine)
     assert record["metadata"]["batch"] == [1, 2, 4] and record["metadata"]["precision"] == "fp16"
+    assert record["build"]["precision"] == report["precision"]
     assert eb.engine_staleness(engine, record["metadata"]) is None
 
 
-def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine):
+def test_build_engine_strongly_typed_fp16_model(tmp_path, monkeypatch, machine):
+    """TensorRT 11 with an ONNX that carries float16: an FP16 engine, no flag set, no warning."""
+    trt = make_tensorrt("11.1.0.3", input_dtype="float16", layers=[("/backbone/Conv", ["float16"])])
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    report = eb.build_engine(onnx, str(tmp_path / "m.engine"), eb.BuildOptions(batch=(1, 1, 2)), progress=False)
+    assert report["precision"] == "fp16" and trt.calls["flags"] == set()
+    assert all("no float16" not in note for note in report["notes"])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_engine_fp32(tmp_path, monkeypatch, version):
+    trt = make_tensorrt(version, input_shape=(1, 3, 64, 96))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
+                             eb.BuildOptions(fp16=False), progress=False)
+    assert report["precision"] == "fp32" and report["notes"] == [] and trt.calls["flags"] == set()
+    assert "precision" not in trt.calls and trt.calls["profiles"] == []
+
+
+@pytest.mark.parametrize("version", ["8.6.1.6", "10.3.0.26", "11.1.0.3"])
+def test_build_engine_timing_cache_from_another_machine_starts_fresh(tmp_path, monkeypatch, version):
+    trt = make_tensorrt(version, timing_cache_matches=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cache = _write(tmp_path / "timing.cache", b"foreign")
+    eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
+                    eb.BuildOptions(timing_cache=cache), progress=False)
+    assert [c[:2] for c in trt.calls["set_timing_cache"]] == [(b"foreign", False), (b"", False)]
+    with open(cache, "rb") as f:
+        assert f.read() == b"timing:"  # rewritten from the fresh cache
+
+
+def test_progress_monitor_never_cancels_on_a_display_error(monkeypatch):
+    trt = make_tensorrt("10.3.0.26")
+
+    class BrokenStream:
+        def write(self, text):
+            raise OSError("closed")
+
+        def flush(self):
+            pass
+
+    monitor = eb._progress_monitor_class(trt)(stream=BrokenStream())
+    monitor.phase_start("Building engine", None, 2)
+    assert monitor.step_complete("Building engine", 0) is True
+    assert monitor.step_complete("unknown phase", 0) is True
+    monitor.phase_finish("Building engine")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine, version):
     onnx = _write(tmp_path / "m.onnx", b"onnx")
     engine = str(tmp_path / "m.engine")
+    fp16_layers = [("/backbone/Conv", ["float16"])]
+    strongly_typed = _major(version) >= 11
 
-    trt = _fake_tensorrt(input_shape=(1, 3, 64, 96), with_monitor=False)
+    trt = make_tensorrt(version, input_shape=(1, 3, 64, 96), layers=fp16_layers if strongly_typed else None)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    err = io.StringIO()
-    with redirect_stderr(err):
-        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=1, gpu_fallback=True))
+    eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=1, gpu_fallback=True), progress=False)
     assert trt.calls["device"] == ("DLA", 1) and "GPU_FALLBACK" in trt.calls["flags"]
     assert trt.calls["profiles"] == []  # static batch: no profile
-    assert "building TensorRT engine" in err.getvalue()  # the spinner of TensorRT < 10
 
     with pytest.raises(eb.EngineBuildError, match="static batch of 1"):
         eb.build_engine(onnx, engine, eb.BuildOptions(batch=(1, 2, 4)), progress=False)
@@ -571,17 +543,21 @@ def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine):
         eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=5), progress=False)
     with pytest.raises(eb.EngineBuildError, match="FP16"):
         eb.build_engine(onnx, engine, eb.BuildOptions(fp16=False, dla_core=0), progress=False)
+    if strongly_typed:
+        monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))  # an FP32 ONNX
+        with pytest.raises(eb.EngineBuildError, match="holds no float16"):
+            eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(dla_cores=0))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, dla_cores=0))
     with pytest.raises(eb.EngineBuildError, match="no DLA cores"):
         eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(parse_ok=False))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, parse_ok=False))
     with pytest.raises(eb.EngineBuildError, match="MultiscaleDeformableAttnPlugin_TRT") as info:
         eb.build_engine(onnx, engine, progress=False)
     assert "libnvinfer_plugin" in str(info.value)
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(input_shape=(-1, 3, -1, -1)))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, input_shape=(-1, 3, -1, -1)))
     with pytest.raises(eb.EngineBuildError, match="fixed height and width"):
         eb.build_engine(onnx, engine, progress=False)
 
@@ -603,8 +579,9 @@ def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machin
         check_engine_sidecar(engine)
 
 
-def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine, capsys):
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine, capsys, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
     onnx = _write(tmp_path / "model.onnx", b"onnx")
     status, err = _cli(["build", onnx, "--batch", "1:1:2", "--timing-cache", str(tmp_path / "t.cache"),
                         "--no-progress"])
@@ -613,3 +590,194 @@ def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine,
     assert "wrote " + engine in capsys.readouterr().out
     assert os.path.isfile(engine) and eb.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
     assert os.path.isfile(str(tmp_path / "t.cache"))
+
+
+# ---- the ONNX metadata travels with the engine (sidecar) -------------------------------------------------
+# A TensorRT engine does not keep the ONNX's metadata_props; a Hugging Face raw-head export stores its
+# no-object index there. The sidecar carries them, so the engine gets the settings ONNX Runtime gets.
+
+
+def _raw_onnx(tmp_path, num_classes=3, no_object_index=-1):
+    from tiny_models import make_raw_model
+
+    return str(make_raw_model(tmp_path / "hf_raw.onnx", num_classes=num_classes, no_object_index=no_object_index,
+                              metadata={"m2f_edge.head": "raw", "producer_note": "not an m2f_edge key"}))
+
+
+def _ort_metadata(onnx_path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def test_cached_engine_sidecar_carries_onnx_metadata(tmp_path, machine):
+    onnx = _raw_onnx(tmp_path)
+    expected = _ort_metadata(onnx)
+    assert expected["m2f_edge.no_object_index"] == "-1"
+    calls = []
+    engine = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert eb.read_sidecar(engine)["model_metadata"] == expected
+    assert eb.engine_model_metadata(engine) == expected
+
+    # an engine cached before the sidecar carried metadata gets it added, without a rebuild
+    record = eb.read_sidecar(engine)
+    del record["model_metadata"]
+    with open(engine + ".json", "w") as f:
+        json.dump(record, f)
+    assert eb.engine_model_metadata(engine) == {}
+    again = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert again == engine and len(calls) == 1
+    assert eb.engine_model_metadata(engine) == expected and eb.engine_staleness(engine, record["metadata"]) is None
+
+
+def test_onnx_metadata_of_a_file_that_is_not_onnx(tmp_path):
+    assert eb.onnx_model_metadata(_write(tmp_path / "m.onnx", b"\xff\xfe not protobuf")) == {}
+    assert eb.engine_model_metadata(str(tmp_path / "absent.engine")) == {}
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "11.1.0.3"])
+def test_build_command_sidecar_carries_onnx_metadata(tmp_path, monkeypatch, machine, capsys, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    onnx = _raw_onnx(tmp_path)
+    status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress"])
+    assert status == 0, err
+    engine = str(tmp_path / "hf_raw.fp16.engine")
+    assert eb.engine_model_metadata(engine) == _ort_metadata(onnx)
+    out = capsys.readouterr().out
+    if version.startswith("11."):  # strongly typed: the FP32 ONNX gives an FP32 engine, and the user is told
+        assert "(fp32," in out and "strongly typed" in err
+    else:
+        assert "(fp16," in out
+
+
+class _FakeDeviceArray:
+    def __init__(self, array):
+        self.array = array
+
+    def to_numpy(self):
+        return self.array.copy()
+
+
+class _FakeCoreEngine:
+    """Stands in for _core.tensorrt.Engine (which needs TensorRT and a GPU): runs the engine's ONNX
+    with ONNX Runtime and reports made-up timings, so the Python backend around it can be tested."""
+
+    def __init__(self, onnx_path, batch_range):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        self.timings = None
+        lo, hi = batch_range
+        self.tensors = []
+        for i in self.session.get_inputs():
+            shape = tuple(-1 if not isinstance(d, int) else d for d in i.shape)
+            self.tensors.append({"name": i.name, "mode": "input", "dtype": "float32", "shape": shape,
+                                 "min_shape": (lo,) + shape[1:], "opt_shape": (lo,) + shape[1:],
+                                 "max_shape": (hi,) + shape[1:]})
+        for o in self.session.get_outputs():
+            shape = tuple(-1 if not isinstance(d, int) else d for d in o.shape)
+            self.tensors.append({"name": o.name, "mode": "output", "dtype": "float32", "shape": shape})
+
+    def set_mapped_outputs(self, mapped):
+        pass
+
+    def infer(self, inputs, stream=None, synchronize=True):
+        outputs = self.session.run(None, inputs)
+        self.timings = {"enqueue_ms": 0.25, "gpu_ms": 1.5 if synchronize else None}
+        return {o.name: _FakeDeviceArray(a) for o, a in zip(self.session.get_outputs(), outputs)}
+
+    def last_timings(self):
+        return self.timings
+
+
+def _fake_tensorrt_backend(monkeypatch, engine_path, onnx_path, batch_range=(1, 2)):
+    import types
+
+    from m2f_edge.backends import tensorrt as trt_backend
+
+    fake_core = types.SimpleNamespace(
+        tensorrt=types.SimpleNamespace(
+            available=True,
+            Engine=lambda path, dla_core=-1, device=0, use_cuda_graph=False: _FakeCoreEngine(onnx_path, batch_range)),
+        gpu=types.SimpleNamespace(device_info=lambda: {"zero_copy": False, "name": "stand-in GPU"}))
+    monkeypatch.setattr(trt_backend, "_core_tensorrt", lambda: fake_core)
+    return trt_backend.TensorRTBackend(engine_path)
+
+
+def test_tensorrt_backend_metadata_gives_the_onnxruntime_settings(tmp_path, machine, monkeypatch):
+    """Segmenter's order (argument > spec > sidecar > model metadata) with the metadata a TensorRT engine
+    gets from its sidecar, against the same ONNX run by ONNX Runtime."""
+    from m2f_edge import Segmenter
+    from tiny_models import make_test_frame, mask_iou
+
+    onnx = _raw_onnx(tmp_path, num_classes=3, no_object_index=-1)
+    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+                              builder=_fake_builder([]))
+    backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
+    assert backend.metadata == _ort_metadata(onnx)
+
+    reference = Segmenter(onnx, backend="onnxruntime")
+    seg = Segmenter(backend)
+    assert reference.no_object_index == seg.no_object_index == -1
+    frame, _ = make_test_frame()
+    expected = reference.run(frame)
+
+    def run_stages(segmenter):  # Segmenter.run would take the GPU pipeline with a TensorRT backend
+        prepared = segmenter.preprocess([frame])
+        return segmenter.postprocess(segmenter.infer(prepared.tensor), prepared.transforms)[0]
+
+    got = run_stages(seg)
+    assert len(expected) == len(got) == 3
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5)
+    for a, b in zip(got.masks, expected.masks):
+        assert mask_iou(a, b) > 0.999
+    # the setting matters: TAO's index 0 on this model reads other classes
+    wrong = run_stages(Segmenter(backend, no_object_index=0))
+    def labelled_boxes(instances):
+        return sorted((int(label), tuple(box.tolist())) for label, box in zip(instances.labels, instances.boxes))
+
+    assert labelled_boxes(got) == labelled_boxes(expected) != labelled_boxes(wrong)
+
+    # the rest of the order: a sidecar next to the engine, a spec, an argument
+    assert Segmenter(backend, spec={"no_object_index": 0}).no_object_index == 0
+    assert Segmenter(backend, spec={"no_object_index": 0}, no_object_index=-1).no_object_index == -1
+    with open(os.path.splitext(engine)[0] + ".json", "w") as f:
+        json.dump({"no_object_index": 0}, f)
+    assert Segmenter(backend).no_object_index == 0
+
+
+def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
+    from m2f_edge.bench.runner import _backend_timings
+
+    onnx = _raw_onnx(tmp_path)
+    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+                              builder=_fake_builder([]))
+    backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
+    assert backend.last_timings() is None  # nothing ran yet
+    tensor = np.zeros((1,) + tuple(backend.input_shape[1:]), np.float32)
+    backend.run(tensor)
+    assert backend.last_timings() == {"enqueue_ms": 0.25, "gpu_ms": 1.5}
+    backend.run_device(tensor, synchronize=False)
+    assert backend.last_timings() == {"enqueue_ms": 0.25, "gpu_ms": None}  # not waited for
+
+    class Seg:
+        pass
+
+    seg = Seg()
+    seg.backend = backend
+    assert _backend_timings(seg) == {"enqueue_ms": 0.25, "gpu_ms": None}
+
+
+@pytest.mark.parametrize("version", ["10.3.0.26", "11.1.0.3"])
+def test_cached_engine_records_what_was_built(tmp_path, monkeypatch, machine, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    onnx = _raw_onnx(tmp_path)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"))
+    record = eb.read_sidecar(engine)
+    assert record["metadata"]["precision"] == "fp16"  # what was asked (the cache key)
+    assert record["build"]["precision"] == ("fp16" if version.startswith("10.") else "fp32")  # what was built
+    assert record["model_metadata"] == _ort_metadata(onnx)

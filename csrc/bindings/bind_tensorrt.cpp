@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,11 +60,39 @@ class Engine {
   }
   void set_mapped_outputs(bool mapped) { mapped_outputs_ = mapped; }
 
+  // For calls that name no stream and wait for the result: a stream of the engine's own. TensorRT
+  // (10 and later) warns that the legacy default stream costs extra device synchronisations, and
+  // it cannot be captured into a CUDA graph.
+  cudaStream_t own_stream() {
+    if (!stream_.get()) stream_ = cuda::Stream::create();
+    return stream_.get();
+  }
+
+  // One device buffer per input, reused for numpy inputs: no cudaMalloc per call, and an address that
+  // stays put (CUDA graphs). Before it is overwritten, the previous enqueue that read it must be done
+  // (this waits only when that call did not wait itself, e.g. synchronize=False).
+  DeviceArray& host_input_buffer(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype) {
+    if (inputs_read_.get()) inputs_read_.synchronize();
+    auto& held = inputs_[name];
+    if (!held || held->shape() != shape || held->dtype() != dtype)
+      held = std::make_unique<DeviceArray>(shape, dtype, false);
+    return *held;
+  }
+  // After an enqueue that read host-staged inputs: marks when those buffers are free again.
+  void inputs_enqueued(cudaStream_t stream) {
+    if (!inputs_read_.get()) inputs_read_ = cuda::Event::create(false);
+    inputs_read_.record(stream);
+  }
+
  private:
   static constexpr std::size_t kPoolSize = 3;
   trt::Runner runner_;
   std::map<std::string, std::vector<py::object>> pool_;
   bool mapped_outputs_ = false;
+  // Declared after the runner: destroyed first, while the TensorRT context that used them still exists.
+  std::map<std::string, std::unique_ptr<DeviceArray>> inputs_;
+  cuda::Event inputs_read_;
+  cuda::Stream stream_;
 };
 
 cudaStream_t stream_handle(const py::object& stream) {
@@ -124,7 +153,9 @@ void bind_engine(py::module_& t) {
       .def(
           "infer",
           [](Engine& e, const py::dict& inputs, const py::object& stream_obj, bool synchronize) {
-            cudaStream_t stream = stream_handle(stream_obj);
+            // --- device
+            cudaStream_t stream = stream_obj.is_none() && synchronize ? e.own_stream() : stream_handle(stream_obj);
+            bool staged_host_input = false;
             std::vector<BorrowedView> borrowed;
             for (const auto& info : e.runner().tensors()) {
               if (!info.is_input) continue;
@@ -137,16 +168,18 @@ void bind_engine(py::module_& t) {
               if (is_gpu_array(value)) {
                 b = gpu_view_of(value, arg.c_str(), stream);
               } else {
-                // A host array is copied into a device buffer first (one synchronous copy).
+                // A host array is copied into the engine's device buffer for that input first, on the
+                // inference stream (so the copy is ordered before the kernels that read it).
                 py::array host = py::array::ensure(value, py::array::c_style);
                 if (!host) throw py::type_error("argument '" + arg + "': expected a GPU or numpy array");
                 TensorView hv = view_of(host, arg.c_str());
-                auto dev = std::make_shared<DeviceArray>(
-                    std::vector<std::int64_t>(hv.shape.begin(), hv.shape.begin() + hv.ndim), hv.dtype, false);
-                M2F_CUDA_CHECK(cudaMemcpy(dev->device_pointer(), host.data(), dev->nbytes(), cudaMemcpyHostToDevice));
-                b.view = dev->view();
-                b.keep_alive = dev;
+                DeviceArray& dev = e.host_input_buffer(
+                    info.name, std::vector<std::int64_t>(hv.shape.begin(), hv.shape.begin() + hv.ndim), hv.dtype);
+                M2F_CUDA_CHECK(cudaMemcpyAsync(dev.device_pointer(), host.data(), dev.nbytes(), cudaMemcpyHostToDevice,
+                                               stream));
+                b.view = dev.view();
                 b.copied_from_host = true;
+                staged_host_input = true;
               }
               // --- types
               if (b.view.dtype != info.dtype)
@@ -169,15 +202,31 @@ void bind_engine(py::module_& t) {
             {
               py::gil_scoped_release release;
               e.runner().enqueue(stream);
+              if (staged_host_input) e.inputs_enqueued(stream);
               if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
             }
             return outputs;
           },
           py::arg("inputs"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
           "Runs the engine on {input name: GPU or numpy array}. Returns {output name: DeviceArray}; the\n"
-          "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).")
+          "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).\n"
+          "A numpy input is copied into a device buffer the engine keeps for that input. stream: where to\n"
+          "enqueue (None: the engine's own stream when synchronize, else the legacy default stream).")
       .def("take_log", [](Engine& e) { return e.runner().take_log(); },
-           "TensorRT's warnings and errors since the last call.");
+           "TensorRT's warnings and errors since the last call.")
+      .def(
+          "last_timings",
+          [](Engine& e) -> py::object {
+            const trt::EnqueueTimings t = e.runner().last_timings();
+            if (!t.valid) return py::none();
+            py::dict d;
+            d["enqueue_ms"] = t.enqueue_ms;
+            d["gpu_ms"] = t.gpu_done ? py::object(py::float_(t.gpu_ms)) : py::object(py::none());
+            return std::move(d);
+          },
+          "Timings of the last infer(): {'enqueue_ms': host time of the enqueue call, 'gpu_ms': GPU time\n"
+          "between CUDA events recorded on its stream before and after it (None while the GPU has not\n"
+          "finished: read, never waited for)}. None before the first infer().");
 
   py::class_<trt::Pipeline>(
       t, "Pipeline",
@@ -222,6 +271,26 @@ void bind_engine(py::module_& t) {
            py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
            py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
       .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def(
+          "last_timings",
+          [](const trt::Pipeline& p) -> py::object {
+            const trt::PipelineTimings t = p.last_timings();
+            if (!t.valid) return py::none();
+            auto ms = [](bool set, float value) { return set ? py::object(py::float_(value)) : py::object(py::none()); };
+            py::dict d;
+            d["enqueue_ms"] = t.enqueue_ms;
+            d["gpu_ms"] = ms(t.gpu_done, t.gpu_ms);
+            d["preprocess_gpu_ms"] = ms(t.stages, t.preprocess_ms);
+            d["infer_gpu_ms"] = ms(t.stages, t.infer_ms);
+            d["postprocess_gpu_ms"] = ms(t.stages, t.postprocess_ms);
+            d["cuda_graph"] = t.replayed_graph;
+            return std::move(d);
+          },
+          "Timings of the last run(): {'enqueue_ms': host time to enqueue the three stages, 'gpu_ms': their\n"
+          "GPU time, 'preprocess_gpu_ms', 'infer_gpu_ms', 'postprocess_gpu_ms': per stage, from CUDA events\n"
+          "recorded on the run's stream between the stages, 'cuda_graph': whether the run replayed a CUDA\n"
+          "graph}. A replayed graph is one launch: its stage times are None. GPU times are None while the\n"
+          "GPU has not finished (read, never waited for). None before the first run().")
       .def(
           "run",
           [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {

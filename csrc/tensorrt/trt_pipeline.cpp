@@ -1,5 +1,6 @@
 #include "tensorrt/trt_pipeline.hpp"
 
+#include <chrono>
 #include <stdexcept>
 
 #include "m2f/cuda/check.hpp"
@@ -20,6 +21,16 @@ Pipeline::Pipeline(Runner& runner, PipelineOptions options) : runner_(runner), o
   for (const auto& t : runner_.tensors())
     if (!t.is_input) outputs_.push_back(Output{t.name, t.dtype, {}, cuda::DeviceBuffer()});
   for (const auto& n : names) runner_.tensor(n);  // throws, naming the tensors the engine has
+  started_ = cuda::Event::create(true);
+  preprocessed_ = cuda::Event::create(true);
+  inferred_ = cuda::Event::create(true);
+  finished_ = cuda::Event::create(true);
+}
+
+void Pipeline::drop_graph() {
+  graph_exec_ = cuda::GraphExec();
+  graph_ = cuda::CudaGraph();
+  graph_key_.clear();
 }
 
 // Shapes and addresses for a batch size; buffers grow to the largest batch seen and then stay put,
@@ -30,9 +41,7 @@ void Pipeline::bind(std::int64_t batch) {
   runner_.set_input_shape(options_.input, {batch, 3, net_height_, net_width_});
   if (batch != bound_batch_) {
     // Buffers may move: a graph captured for another batch must never be replayed.
-    graph_exec_ = cuda::GraphExec();
-    graph_ = cuda::CudaGraph();
-    graph_key_.clear();
+    drop_graph();
     last_key_.clear();
     input_.ensure(static_cast<std::size_t>(batch * 3 * net_height_ * net_width_) * item);
     for (auto& o : outputs_) {
@@ -68,12 +77,14 @@ TensorView Pipeline::output_item(const std::string& name, std::int64_t b) const 
 }
 
 void Pipeline::enqueue_all(const std::vector<TensorView>& frames, const std::vector<ResizeTransform>& transforms,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, bool record_stages) {
   const auto batch = static_cast<std::int64_t>(frames.size());
   const DType input_dtype = runner_.tensor(options_.input).dtype;
   TensorView tensor = make_view(input_.data(), input_dtype, {batch, 3, net_height_, net_width_}, Device::cuda);
   cuda::preprocess(frames, tensor, options_.preprocess, stream);
+  if (record_stages) preprocessed_.record(stream);
   runner_.enqueue_eager(stream);
+  if (record_stages) inferred_.record(stream);
   for (std::int64_t b = 0; b < batch; ++b) {
     auto& w = workspaces_[static_cast<std::size_t>(b)];
     const ResizeTransform& t = transforms[static_cast<std::size_t>(b)];
@@ -101,22 +112,46 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
       key.push_back(f.strides[d]);
     }
   }
+  timed_ = false;
   bind(static_cast<std::int64_t>(frames.size()));
+  // Another user of the engine (Engine.infer) changed an input shape since our last run: TensorRT
+  // re-plans on the next enqueue, so drop any graph and run eagerly once.
+  const bool replan = runner_.needs_eager_enqueue();
+  if (replan) {
+    drop_graph();
+    last_key_.clear();
+  }
+
+  // Host time covers everything run() enqueues (a capture included); the GPU start event is recorded
+  // right before the work, so a capture's host time is not counted as GPU time.
+  const auto host_start = std::chrono::steady_clock::now();
+  auto finish = [&](bool stages, bool replayed) {
+    finished_.record(stream);
+    enqueue_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start).count();
+    timed_stages_ = stages;
+    timed_replay_ = replayed;
+    timed_ = true;
+  };
 
   if (graph_exec_ && key == graph_key_) {
+    started_.record(stream);
     graph_exec_.launch(stream);
+    finish(false, true);
     return transforms;
   }
   // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
   // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
-  const bool capture = options_.use_cuda_graph && !graph_failed_ && stream != nullptr && key == last_key_;
+  const bool capture =
+      options_.use_cuda_graph && !graph_failed_ && !replan && stream != nullptr && key == last_key_;
   last_key_ = key;
   if (!capture) {
-    enqueue_all(frames, transforms, stream);
+    started_.record(stream);
+    enqueue_all(frames, transforms, stream, true);
+    finish(true, false);
     return transforms;
   }
-  graph_exec_ = cuda::GraphExec();
-  graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream); });
+  drop_graph();
+  graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream, false); });
   if (graph_) {
     try {
       graph_exec_ = graph_.instantiate();
@@ -129,11 +164,33 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
     graph_failed_ = true;
     graph_ = cuda::CudaGraph();
     runner_.take_log();
-    enqueue_all(frames, transforms, stream);
+    started_.record(stream);
+    enqueue_all(frames, transforms, stream, true);
+    finish(true, false);
     return transforms;
   }
+  started_.record(stream);
   graph_exec_.launch(stream);
+  finish(false, true);
   return transforms;
+}
+
+PipelineTimings Pipeline::last_timings() const {
+  PipelineTimings t;
+  if (!timed_) return t;
+  t.valid = true;
+  t.replayed_graph = timed_replay_;
+  t.enqueue_ms = enqueue_ms_;
+  if (!finished_.done()) return t;
+  t.gpu_done = true;
+  t.gpu_ms = cuda::Event::elapsed_ms(started_, finished_);
+  if (timed_stages_) {
+    t.stages = true;
+    t.preprocess_ms = cuda::Event::elapsed_ms(started_, preprocessed_);
+    t.infer_ms = cuda::Event::elapsed_ms(preprocessed_, inferred_);
+    t.postprocess_ms = cuda::Event::elapsed_ms(inferred_, finished_);
+  }
+  return t;
 }
 
 }  // namespace m2f::trt

@@ -27,6 +27,18 @@ struct PipelineOptions {
   bool use_cuda_graph = true;
 };
 
+// Host and GPU times of the last Pipeline::run(), from timing events on its stream, read without
+// waiting. Stage times exist for eager runs only: a replayed CUDA graph is one launch, timed as a whole.
+struct PipelineTimings {
+  bool valid = false;
+  bool replayed_graph = false;
+  double enqueue_ms = 0;  // host time to enqueue (or launch) the three stages
+  bool gpu_done = false;  // the GPU has finished the run: the times below are set
+  float gpu_ms = 0.f;     // preprocess + inference + post-processing
+  bool stages = false;    // the three below are set
+  float preprocess_ms = 0.f, infer_ms = 0.f, postprocess_ms = 0.f;
+};
+
 class Pipeline {
  public:
   Pipeline(Runner& runner, PipelineOptions options);
@@ -35,11 +47,14 @@ class Pipeline {
   std::vector<ResizeTransform> run(const std::vector<TensorView>& frames, cudaStream_t stream);
   cuda::PostprocessWorkspace& workspace(std::size_t b) { return workspaces_.at(b); }
   bool graph_active() const noexcept { return static_cast<bool>(graph_exec_); }
+  PipelineTimings last_timings() const;
 
  private:
   void bind(std::int64_t batch);
+  // record_stages: record the stage events between the stages (eager runs; never inside a capture).
   void enqueue_all(const std::vector<TensorView>& frames, const std::vector<ResizeTransform>& transforms,
-                   cudaStream_t stream);
+                   cudaStream_t stream, bool record_stages);
+  void drop_graph();
   TensorView output_item(const std::string& name, std::int64_t b) const;
 
   Runner& runner_;
@@ -58,6 +73,10 @@ class Pipeline {
   bool graph_failed_ = false;
   cuda::CudaGraph graph_;
   cuda::GraphExec graph_exec_;
+  // Timing events: start, after preprocess, after inference, end. Recorded outside any captured graph.
+  cuda::Event started_, preprocessed_, inferred_, finished_;
+  bool timed_ = false, timed_stages_ = false, timed_replay_ = false;
+  double enqueue_ms_ = 0;
 };
 
 }  // namespace m2f::trt

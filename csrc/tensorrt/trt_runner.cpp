@@ -3,6 +3,11 @@
 #include <NvInfer.h>
 #include <NvInferPlugin.h>
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <deque>
 #include <mutex>
 #include <sstream>
 
@@ -12,15 +17,16 @@
 namespace m2f::trt {
 namespace {
 
-// Keeps warnings and errors so an exception can carry TensorRT's own explanation.
+// Keeps the latest warnings and errors so an exception can carry TensorRT's own explanation (the
+// error that matters comes last, after any number of warnings).
 class CapturingLogger : public nvinfer1::ILogger {
  public:
   void log(Severity severity, const char* message) noexcept override {
     if (severity > Severity::kWARNING) return;
     try {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (lines_.size() < 64) lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") +
-                                               std::string(message));
+      lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") + std::string(message));
+      if (lines_.size() > 64) lines_.pop_front();
     } catch (...) {
     }
   }
@@ -34,7 +40,7 @@ class CapturingLogger : public nvinfer1::ILogger {
 
  private:
   std::mutex mutex_;
-  std::vector<std::string> lines_;
+  std::deque<std::string> lines_;
 };
 
 // TensorRT objects are released with delete from 8.0 on (destroy() is gone in 10).
@@ -101,6 +107,33 @@ std::size_t engine_device_memory(const nvinfer1::ICudaEngine& engine) {
 #endif
 }
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+// The first line of a failed deserialization, chosen from what TensorRT logged.
+std::string deserialize_failure(const std::string& log) {
+  const std::string l = lower(log);
+  if (l.find("plugin") != std::string::npos)
+    return "could not load the TensorRT engine: a plugin it needs is missing (the deployable Mask2Former needs "
+           "MultiscaleDeformableAttnPlugin_TRT from libnvinfer_plugin of this TensorRT).";
+  if (l.find("out of memory") != std::string::npos || l.find("outofmemory") != std::string::npos ||
+      l.find("allocation failed") != std::string::npos)
+    return "could not load the TensorRT engine: not enough GPU memory.";
+  if (l.find("version") != std::string::npos || l.find("magic") != std::string::npos ||
+      l.find("serializ") != std::string::npos || l.find("compute capability") != std::string::npos ||
+      l.find("device") != std::string::npos)
+    return "could not load the TensorRT engine: it was built with another TensorRT version or for another GPU "
+           "(TensorRT " + runtime_version() + " is loaded here). Rebuild it on this machine: m2f-edge build MODEL.onnx";
+  return "could not load the TensorRT engine (TensorRT " + runtime_version() +
+         " loaded). An engine only runs with the TensorRT version and the GPU model it was built with; rebuild it "
+         "on this machine (m2f-edge build MODEL.onnx). A missing plugin or too little GPU memory are the other "
+         "usual reasons.";
+}
+
+constexpr std::uintptr_t kTensorAlignment = 256;  // "The pointer must have at least 256-byte alignment."
+
 }  // namespace
 
 struct Runner::Impl {
@@ -116,6 +149,10 @@ struct Runner::Impl {
   bool graph_failed = false;
   cuda::CudaGraph graph;
   cuda::GraphExec graph_exec;
+  // Around each enqueue(): recorded on the caller's stream, read without waiting.
+  cuda::Event timing_start, timing_end;
+  bool timed = false;
+  double enqueue_ms = 0;
 
   [[noreturn]] void fail(const std::string& what) {
     std::string log = logger.take();
@@ -142,10 +179,10 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
   }
   impl_->engine.reset(impl_->runtime->deserializeCudaEngine(engine, size));
   if (!impl_->engine) {
-    impl_->fail("could not load the TensorRT engine (TensorRT " + runtime_version() +
-                " loaded). An engine only runs with the TensorRT version and the GPU model it was built "
-                "with; rebuild it on this machine (m2f-edge build MODEL.onnx). A missing plugin or too "
-                "little GPU memory are the other usual reasons.");
+    std::string log = impl_->logger.take();
+    const std::string plugin_log = plugin_logger().take();
+    if (!plugin_log.empty()) log += (log.empty() ? "" : "\n") + plugin_log;
+    throw TensorRTError(deserialize_failure(log) + (log.empty() ? "" : "\nTensorRT said:\n" + log));
   }
   impl_->context.reset(impl_->engine->createExecutionContext());
   if (!impl_->context)
@@ -168,6 +205,8 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
     }
     tensors_.push_back(std::move(info));
   }
+  impl_->timing_start = cuda::Event::create(true);
+  impl_->timing_end = cuda::Event::create(true);
 }
 
 Runner::~Runner() = default;
@@ -203,35 +242,87 @@ void Runner::set_input_shape(const std::string& name, const std::vector<std::int
                                   " .. " + shape_text(info->max_shape) +
                                   " (rebuild the engine with a wider --batch MIN:OPT:MAX)");
   }
+  if (to_vector(impl_->context->getTensorShape(name.c_str())) == shape) return;  // unchanged: nothing to re-plan
   nvinfer1::Dims dims{};
   dims.nbDims = static_cast<int>(shape.size());
   for (std::size_t i = 0; i < shape.size(); ++i) dims.d[i] = static_cast<decltype(dims.d[0] + 0)>(shape[i]);
   if (!impl_->context->setInputShape(name.c_str(), dims))
     impl_->fail("TensorRT refused shape " + shape_text(shape) + " for input '" + name + "'");
+  needs_eager_ = true;  // TensorRT re-plans on the next enqueue, which therefore must not be captured
 }
 
 std::vector<std::int64_t> Runner::output_shape(const std::string& name) const {
   tensor(name);
-  return to_vector(impl_->context->getTensorShape(name.c_str()));
+  std::vector<std::int64_t> shape = to_vector(impl_->context->getTensorShape(name.c_str()));
+  for (auto d : shape)
+    if (d < 0)
+      throw TensorRTError("output '" + name + "' has shape " + shape_text(shape) +
+                          ": a size that depends on the data (or an input shape not set yet); m2f_edge runs "
+                          "engines whose output shapes follow from the input shapes");
+  return shape;
 }
 
 void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
+  if (reinterpret_cast<std::uintptr_t>(device_pointer) % kTensorAlignment != 0)
+    throw std::invalid_argument("tensor '" + name + "': TensorRT needs device addresses aligned to " +
+                                std::to_string(kTensorAlignment) +
+                                " bytes; this array starts inside an allocation (a view with an offset?): pass a "
+                                "contiguous copy");
   if (!impl_->context->setTensorAddress(name.c_str(), device_pointer))
-    impl_->fail("TensorRT refused the address for tensor '" + name + "' (wrong name or misaligned pointer)");
+    impl_->fail("TensorRT refused the address for tensor '" + name + "'");
+}
+
+void Runner::run_enqueue_v3(cudaStream_t stream) {
+  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  M2F_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) needs_eager_ = false;
 }
 
 void Runner::enqueue(cudaStream_t stream) {
   Impl& im = *impl_;
   if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  im.timed = false;
+  const auto host_start = std::chrono::steady_clock::now();
+  enqueue_or_replay(stream);
+  const auto host_end = std::chrono::steady_clock::now();
+  im.timing_end.record(stream);
+  im.enqueue_ms = std::chrono::duration<double, std::milli>(host_end - host_start).count();
+  im.timed = true;
+}
+
+EnqueueTimings Runner::last_timings() const {
+  const Impl& im = *impl_;
+  EnqueueTimings t;
+  if (!im.timed) return t;
+  t.valid = true;
+  t.enqueue_ms = im.enqueue_ms;
+  if (im.timing_end.done()) {
+    t.gpu_ms = cuda::Event::elapsed_ms(im.timing_start, im.timing_end);
+    t.gpu_done = true;
+  }
+  return t;
+}
+
+void Runner::enqueue_or_replay(cudaStream_t stream) {
+  Impl& im = *impl_;
+  // The GPU start event goes right before the work, so that a capture's host time is not GPU time.
   if (!use_graph_ || im.graph_failed || stream == nullptr) {  // the legacy stream cannot be captured
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    im.timing_start.record(stream);
+    run_enqueue_v3(stream);
     return;
+  }
+  if (needs_eager_) {  // an input shape changed: a graph captured before may point at re-planned memory
+    im.graph_exec = cuda::GraphExec();
+    im.graph = cuda::CudaGraph();
+    im.graph_bound.clear();
   }
   im.bound.clear();
   for (const auto& t : tensors_)
     im.bound.emplace_back(const_cast<void*>(im.context->getTensorAddress(t.name.c_str())),
                           to_vector(im.context->getTensorShape(t.name.c_str())));
   if (im.graph_exec && im.bound == im.graph_bound && stream == im.graph_stream) {
+    im.timing_start.record(stream);
     im.graph_exec.launch(stream);
     return;
   }
@@ -242,10 +333,13 @@ void Runner::enqueue(cudaStream_t stream) {
     im.graph_stream = stream;
     im.eager_runs_with_bound = 0;
   }
-  // TensorRT allocates and tunes on the first enqueue after a shape change: run it eagerly once.
-  if (im.eager_runs_with_bound == 0) {
+  // The first call with new shapes or buffers runs eagerly, the next one with the same is captured:
+  // TensorRT allocates and re-plans on the first enqueue after a shape change (the 8.5/8.6 headers say
+  // this breaks stream capture), and buffers that change on every call are cheaper eager than re-captured.
+  if (im.eager_runs_with_bound == 0 || needs_eager_) {
     ++im.eager_runs_with_bound;
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    im.timing_start.record(stream);
+    run_enqueue_v3(stream);
     return;
   }
   bool enqueued = true;
@@ -261,15 +355,17 @@ void Runner::enqueue(cudaStream_t stream) {
     im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
     im.graph = cuda::CudaGraph();
     im.logger.take();
-    if (!im.context->enqueueV3(stream)) im.fail("TensorRT enqueueV3 failed");
+    im.timing_start.record(stream);
+    run_enqueue_v3(stream);
     return;
   }
+  im.timing_start.record(stream);
   im.graph_exec.launch(stream);
 }
 
 void Runner::enqueue_eager(cudaStream_t stream) {
   if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
-  if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
+  run_enqueue_v3(stream);
 }
 
 bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }

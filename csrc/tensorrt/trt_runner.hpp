@@ -32,6 +32,15 @@ struct TensorInfo {
   std::vector<std::int64_t> max_shape;
 };
 
+// Host and GPU time of the last Runner::enqueue(). gpu_ms is valid once gpu_done: the two timing
+// events around the enqueue are read with cudaEventQuery, never waited for.
+struct EnqueueTimings {
+  bool valid = false;     // an enqueue() has completed on the host
+  double enqueue_ms = 0;  // host time of the enqueueV3 call (or of the graph launch that replays it)
+  bool gpu_done = false;
+  float gpu_ms = 0.f;
+};
+
 class Runner {
  public:
   // engine: the serialized engine bytes. dla_core >= 0 runs on that DLA core (the engine must have
@@ -48,27 +57,38 @@ class Runner {
 
   // Shapes for a dynamic input; checked against the profile with a message naming the tensor.
   void set_input_shape(const std::string& name, const std::vector<std::int64_t>& shape);
-  // Valid after every input shape is set.
+  // Valid after every input shape is set; throws for an output whose shape depends on the data
+  // (TensorRT reports -1 there, and such outputs need an IOutputAllocator m2f_edge does not provide).
   std::vector<std::int64_t> output_shape(const std::string& name) const;
+  // TensorRT requires device addresses aligned to 256 bytes; a misaligned one is refused here.
   void set_tensor_address(const std::string& name, void* device_pointer);
+  // True after an input shape changed until the next enqueue that ran outside stream capture:
+  // TensorRT allocates resources on that first enqueue, which must not happen inside a capture.
+  bool needs_eager_enqueue() const noexcept { return needs_eager_; }
   // With graphs enabled, a call whose shapes and addresses match the previous one replays a CUDA
   // graph captured from enqueueV3 (the first call with new shapes or addresses runs eagerly, the
   // second captures). Capture failure, or an engine that cannot be captured, falls back to eager
   // enqueueV3 for good.
   void enqueue(cudaStream_t stream);
   void set_use_cuda_graph(bool use) noexcept { use_graph_ = use; }
-  // enqueueV3 and nothing else: for callers that capture a larger graph themselves.
+  // enqueueV3 and nothing else: for callers that capture a larger graph themselves (not timed).
   void enqueue_eager(cudaStream_t stream);
   bool graph_active() const noexcept;
+  // Timings of the last enqueue() (not of enqueue_eager()).
+  EnqueueTimings last_timings() const;
   // The TensorRT log lines of warning level and above seen since the last call.
   std::string take_log();
 
  private:
+  void enqueue_or_replay(cudaStream_t stream);
+  void run_enqueue_v3(cudaStream_t stream);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<TensorInfo> tensors_;
   int device_ = 0;
   bool use_graph_ = false;
+  bool needs_eager_ = true;
 };
 
 // The version of the TensorRT library loaded at run time ("major.minor.patch"); compared with the

@@ -94,7 +94,12 @@ class TensorRTBackend(Backend):
         else:
             batch = self.input_shape[0] or 1
             self.batch_range = (batch, batch)
-        self.metadata = {}
+        # The engine does not keep its ONNX's metadata_props; its sidecar does (m2f-edge build and the
+        # engine cache both write them), so a raw-head engine from a Hugging Face export gets the same
+        # no-object index here as its ONNX gets from ONNX Runtime.
+        from ..engine_builder import engine_model_metadata
+
+        self.metadata = engine_model_metadata(path)
 
     @classmethod
     def from_onnx(cls, onnx_path: str, options=None, cache_dir: Optional[str] = None, **kwargs) -> "TensorRTBackend":
@@ -131,6 +136,15 @@ class TensorRTBackend(Backend):
             raise ValueError("tensor: expected (B, {}, {}, {}), got {}".format(*self.input_shape[1:], shape))
         self._check_batch(int(shape[0]))
         return self._engine.infer({self.input_name: tensor}, stream=stream, synchronize=synchronize)
+
+    def last_timings(self) -> Optional[Dict[str, Optional[float]]]:
+        """Timings of the last run()/run_device(): {"enqueue_ms": host time of the enqueue call,
+        "gpu_ms": GPU time of the inference between two CUDA events recorded on its stream}. gpu_ms is
+        None while that work has not finished (run_device(..., synchronize=False)): it is read, never
+        waited for. None before the first run."""
+        if self._engine is None:
+            return None
+        return self._engine.last_timings()
 
     @property
     def cuda_graph_active(self) -> bool:

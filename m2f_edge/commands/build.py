@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     import_tensorrt()  # fail here, with the explanation, before any work
     output = args.output or default_output(args.model, args.fp16)
     report = build_with_sidecar(args.model, output, options, progress=not args.no_progress)
-    print("wrote {} ({} FP32 layers kept, {:.0f} s, TensorRT {})".format(
-        output, len(report.get("fp32_layers_marked", [])), report.get("seconds", 0.0),
-        report.get("tensorrt_version")), file=sys.stdout)
+    for note in report.get("notes", []):
+        print("note: " + note, file=sys.stderr)
+    print("wrote {} ({}, {} FP32 layers kept, {:.0f} s, TensorRT {})".format(
+        output, report.get("precision", options.precision), len(report.get("fp32_layers_marked", [])),
+        report.get("seconds", 0.0), report.get("tensorrt_version")), file=sys.stdout)
     return 0
