@@ -553,7 +553,6 @@ def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, 
             notes.append("TensorRT {} is strongly typed: '{}' was converted to FP16 for this build ({}; "
                          "TAO's FP32 layers kept float32)".format(trt.__version__, os.path.basename(onnx_path),
                                                                   conversion["summary"]))
-            log.info("%s", notes[-1])
     parser = trt.OnnxParser(network, logger)
     if hasattr(parser, "parse_from_file"):
         parsed = parser.parse_from_file(parse_path)  # resolves external weight files too
