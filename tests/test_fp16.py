@@ -361,9 +361,14 @@ def test_unknown_custom_op_stays_float32():
         if node.op_type == PLUGIN_OP_TYPE:
             node.op_type = "SomeoneElsesPlugin"
     converted, report = convert_float16(original)
+    onnx.checker.check_model(converted)
     assert report["kept_fp32"]["custom op"]
     node = [n for n in converted.graph.node if n.op_type == "SomeoneElsesPlugin"][0]
     assert set(node.input) & {i.name for i in converted.graph.input}  # reads the float32 graph inputs directly
+    # its output has no known type: what reads it stays float32 too (no float16 constant meets a float32 tensor)
+    readers = [n for n in converted.graph.node if node.output[0] in n.input]
+    assert readers and report["kept_fp32"]["untyped"] == [r.name or r.op_type for r in readers]
+    assert not model_has_float16(converted)
 
 
 def test_portable_then_float16_runs_in_onnxruntime(tmp_path, capsys):

@@ -20,6 +20,7 @@ What stays float32 (each choice is a default that can be changed):
   plugin/multiscaleDeformableAttnPlugin), so it runs in float16 unless its op type is added to
   keep_op_types;
 - nodes holding subgraphs (If, Loop, Scan): left as they are, with everything they read from outside;
+- nodes with a tensor ONNX shape inference cannot type (downstream of an unknown custom op);
 - nodes reading a constant with a finite value beyond float16's range (|x| > 65504): such a value is never
   clipped; the nodes reading it stay float32 instead, so no weight changes meaning;
 - Resize's roi and scales and Upsample's scales inputs (the spec wants float scales), even in a float16
@@ -230,7 +231,8 @@ def convert_float16(model: onnx.ModelProto, keep_prefixes: Optional[Sequence[str
             continue  # typed by its readers
         names = [n for n in list(node.input) + list(node.output) if n]
         float_attr = any(a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT for a in node.attribute)
-        if not (any(is_float(n) for n in names) or float_attr):
+        untyped = any(n not in types for n in names)
+        if not (any(is_float(n) for n in names) or float_attr or untyped):
             continue
         standard = node.domain in _STANDARD_DOMAINS
         if _has_subgraph(node):
@@ -241,6 +243,9 @@ def convert_float16(model: onnx.ModelProto, keep_prefixes: Optional[Sequence[str
             role[index] = "op type"
         elif not standard and node.op_type not in FP16_CUSTOM_OP_TYPES:
             role[index] = "custom op"
+        elif untyped:
+            # downstream of an op shape inference cannot type (an unknown custom op): float32, as it was
+            role[index] = "untyped"
         elif node.op_type == "Constant":
             role[index] = "op type"  # value_float(s) and friends: cast where read
         elif any(is_float(n) and n in pinned for n in node.output):
