@@ -550,9 +550,9 @@ def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, 
     if workdir is not None:
         parse_path, conversion = fp16_onnx_for_tensorrt(onnx_path, options.fp32_layers, workdir)
         if conversion["converted"]:
-            notes.append("TensorRT {} is strongly typed: '{}' was converted to FP16 for this build ({}; "
-                         "TAO's FP32 layers kept float32)".format(trt.__version__, os.path.basename(onnx_path),
-                                                                  conversion["summary"]))
+            notes.append("TensorRT {} is strongly typed: '{}' was converted to FP16 for this build ({}; {})".format(
+                trt.__version__, os.path.basename(onnx_path), conversion["summary"],
+                "TAO's FP32 layers kept float32" if options.fp32_layers else "no layers kept by name"))
     parser = trt.OnnxParser(network, logger)
     if hasattr(parser, "parse_from_file"):
         parsed = parser.parse_from_file(parse_path)  # resolves external weight files too
