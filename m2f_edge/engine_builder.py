@@ -15,7 +15,9 @@ TensorRT versions (Python API names checked against NVIDIA's bindings source at 
 11.1): 8.x needs the EXPLICIT_BATCH network flag (gone in 11; explicit batch is the only mode from 10);
 IProgressMonitor exists from 10.0; TensorRT 11 builds every network strongly typed, so BuilderFlag.FP16,
 OBEY_PRECISION_CONSTRAINTS, ILayer.precision / set_output_type and Builder.platform_has_fast_fp16 are gone
-there and an engine's precision is the one the ONNX file carries.
+there and an engine's precision is the one the ONNX file carries. So there, an FP16 build of an ONNX without
+float16 converts it first (m2f_edge.models.fp16, TAO's FP32 layers kept float32) into a temporary file and
+parses that (BuildOptions.auto_fp16, `m2f-edge build --no-auto-fp16` to turn it off).
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ class BuildOptions:
     """What an engine is built with. batch: (min, opt, max) for a dynamic batch dimension, or None
     to use the model's static batch. workspace_mib: builder workspace limit (None = TensorRT's
     default). dla_core: build for that DLA core (Jetson Xavier/Orin) with GPU fallback when asked.
-    fp32_layers: name prefixes of layers kept in FP32 when fp16 is on."""
+    fp32_layers: name prefixes of layers kept in FP32 when fp16 is on. auto_fp16: with TensorRT >= 11
+    (strongly typed only) and fp16, convert an ONNX holding no float16 to FP16 before parsing it."""
 
     def __init__(self, fp16: bool = True, batch: Optional[Tuple[int, int, int]] = None,
                  workspace_mib: Optional[int] = None, dla_core: Optional[int] = None, gpu_fallback: bool = False,
-                 timing_cache: Optional[str] = None, fp32_layers: Sequence[str] = TAO_FP32_LAYERS):
+                 timing_cache: Optional[str] = None, fp32_layers: Sequence[str] = TAO_FP32_LAYERS,
+                 auto_fp16: bool = True):
         if batch is not None:
             batch = check_batch(batch)
         if workspace_mib is not None and int(workspace_mib) <= 0:
@@ -77,6 +81,7 @@ class BuildOptions:
         self.gpu_fallback = bool(gpu_fallback)
         self.timing_cache = timing_cache
         self.fp32_layers = tuple(fp32_layers)
+        self.auto_fp16 = bool(auto_fp16)
 
     @property
     def precision(self) -> str:
@@ -167,7 +172,7 @@ def target_device(dla_core: Optional[int] = None) -> Dict[str, Any]:
 def engine_metadata(onnx_sha256: str, trt_version: Optional[str], device: Dict[str, Any],
                     options: BuildOptions) -> Dict[str, Any]:
     """What makes two engines interchangeable; the cache key is the hash of exactly this."""
-    return {
+    metadata = {
         "onnx_sha256": onnx_sha256,
         "tensorrt_version": trt_version,
         "device": {"gpu_name": device.get("gpu_name"), "compute_capability": device.get("compute_capability"),
@@ -177,6 +182,20 @@ def engine_metadata(onnx_sha256: str, trt_version: Optional[str], device: Dict[s
         "fp32_layers": list(options.fp32_layers) if options.fp16 else [],
         "gpu_fallback": options.gpu_fallback if options.dla_core is not None else False,
     }
+    if options.fp16 and _major(trt_version) >= 11:
+        # Strongly typed TensorRT: the engine is what the (converted) ONNX says, so the conversion choice and
+        # the converter's recipe decide the engine. Left out below 11, where they change nothing (and keys stay).
+        metadata["onnx_fp16_conversion"] = {"auto": options.auto_fp16,
+                                            "recipe": _fp16_recipe() if options.auto_fp16 else None}
+    return metadata
+
+
+def _fp16_recipe() -> Optional[int]:
+    try:
+        from .models.fp16 import RECIPE_VERSION
+    except ImportError:  # no onnx package: the build says so; the key still differs from a converted build
+        return None
+    return RECIPE_VERSION
 
 
 def cache_key(metadata: Dict[str, Any]) -> str:
@@ -457,6 +476,37 @@ def mark_fp32_layers(network, trt, prefixes: Iterable[str]) -> List[str]:
     return marked
 
 
+def fp16_onnx_for_tensorrt(onnx_path: str, fp32_layers: Sequence[str], directory: str
+                           ) -> Tuple[str, Dict[str, Any]]:
+    """For a strongly typed TensorRT: the ONNX to parse for an FP16 engine and a record of what was done.
+    An ONNX already holding float16 is parsed as is; otherwise its FP16 conversion (TAO's FP32 layers kept
+    float32, see m2f_edge.models.fp16) is written into `directory`. A file the onnx package cannot read is
+    passed on as is (TensorRT's parser reports what is wrong with it)."""
+    try:
+        import onnx
+
+        from .models.fp16 import convert_float16, model_has_float16, save_model, summary
+    except ImportError as exc:
+        raise ImportError(
+            "TensorRT >= 11 takes an engine's precision from the ONNX file, and converting '{}' to FP16 needs the "
+            "onnx package ({}): pip install onnx, or build with --fp32 / --no-auto-fp16 for an FP32 engine".format(
+                onnx_path, exc)) from exc
+    try:
+        model = onnx.load(os.fspath(onnx_path))
+    except Exception as exc:  # protobuf's DecodeError and friends
+        return os.fspath(onnx_path), {"converted": False, "reason": "not readable as ONNX ({})".format(exc)}
+    if model_has_float16(model):
+        return os.fspath(onnx_path), {"converted": False, "reason": "the ONNX already holds float16 tensors"}
+    converted, report = convert_float16(model, keep_prefixes=fp32_layers)
+    del model
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    path = os.path.join(directory, stem + ".fp16.onnx")
+    save_model(converted, path)
+    record = {"converted": True, "summary": summary(report)}  # type: Dict[str, Any]
+    record.update({k: v for k, v in report.items()})
+    return path, record
+
+
 def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
                  progress: bool = True) -> Dict[str, Any]:
     """Build a TensorRT engine from onnx_path into engine_path (written atomically). Returns a dict
@@ -465,9 +515,25 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
 
     With TensorRT >= 11 (strongly typed networks only) the engine's precision is the ONNX file's: fp16
     cannot be switched on by a flag, and an FP32 ONNX gives an FP32 engine (a warning says so; convert the
-    ONNX to FP16 first, keeping TAO's FP32 layers, for an FP16 engine)."""
+    ONNX to FP16 first, keeping TAO's FP32 layers, for an FP16 engine). Unless options.auto_fp16 is off, that
+    conversion is done here, into a temporary file that is parsed and removed: the report's
+    "fp16_conversion" says what was converted and kept."""
     options = options or BuildOptions()
     trt = import_tensorrt()
+    workdir = None  # type: Optional[str]
+    try:
+        if strongly_typed_only(trt) and options.fp16 and options.auto_fp16:
+            workdir = tempfile.mkdtemp(prefix="m2f-fp16-")
+        return _build_engine(trt, onnx_path, engine_path, options, progress, workdir)
+    finally:
+        if workdir is not None:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, progress: bool,
+                  workdir: Optional[str]) -> Dict[str, Any]:
     major = _major(trt.__version__)
     strongly_typed = strongly_typed_only(trt)
     notes = []  # type: List[str]
@@ -479,11 +545,19 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
     if major < 10:  # the ONNX parser needs an explicit-batch network; from TensorRT 10 it is the only kind
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
+    conversion = None  # type: Optional[Dict[str, Any]]
+    parse_path = os.fspath(onnx_path)
+    if workdir is not None:
+        parse_path, conversion = fp16_onnx_for_tensorrt(onnx_path, options.fp32_layers, workdir)
+        if conversion["converted"]:
+            notes.append("TensorRT {} is strongly typed: '{}' was converted to FP16 for this build ({}; {})".format(
+                trt.__version__, os.path.basename(onnx_path), conversion["summary"],
+                "TAO's FP32 layers kept float32" if options.fp32_layers else "no layers kept by name"))
     parser = trt.OnnxParser(network, logger)
     if hasattr(parser, "parse_from_file"):
-        parsed = parser.parse_from_file(os.fspath(onnx_path))  # resolves external weight files too
+        parsed = parser.parse_from_file(parse_path)  # resolves external weight files too
     else:
-        with open(onnx_path, "rb") as f:
+        with open(parse_path, "rb") as f:
             parsed = parser.parse(f.read())
     if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -491,6 +565,9 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
         if any("MultiscaleDeformableAttn" in e for e in errors):
             hint = ("\nThe model needs TensorRT's MultiscaleDeformableAttnPlugin_TRT (libnvinfer_plugin, TensorRT >= 8.5). "
                     "Check that libnvinfer_plugin is installed and matches this TensorRT.")
+        if conversion and conversion.get("converted"):
+            hint += ("\nIt parsed the FP16 conversion of the ONNX; if the original parses with --no-auto-fp16, the "
+                     "conversion is at fault: please report it.")
         raise EngineBuildError("TensorRT could not parse '{}':\n  {}{}".format(onnx_path, "\n  ".join(errors), hint))
 
     config = builder.create_builder_config()
@@ -502,8 +579,9 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
         precision = "fp16" if has_float16 else "fp32"
         if options.fp16 and not has_float16:
             notes.append("TensorRT {} builds strongly typed networks only, and '{}' holds no float16 tensors: the "
-                         "engine is FP32. For an FP16 engine convert the ONNX to FP16 first (keeping TAO's FP32 "
-                         "layers), or pass --fp32 to say so.".format(trt.__version__, os.path.basename(onnx_path)))
+                         "engine is FP32. For an FP16 engine convert the ONNX to FP16 first (m2f-edge convert --fp16, "
+                         "or leave the automatic conversion on: no --no-auto-fp16), or pass --fp32 to say so.".format(
+                             trt.__version__, os.path.basename(onnx_path)))
         elif options.fp16:
             notes.append("TensorRT {} is strongly typed: layer precisions are the ONNX file's (TAO's FP32 layers are "
                          "FP32 where the ONNX keeps them so)".format(trt.__version__))
@@ -593,9 +671,12 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
         if cache is not None:
             _atomic_write(options.timing_cache, bytes(cache.serialize()))
     log.info("built %s in %.0f s", engine_path, seconds)
-    return {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
-            "precision": precision, "strongly_typed": strongly_typed, "notes": notes,
-            "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
+    report = {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
+              "precision": precision, "strongly_typed": strongly_typed, "notes": notes,
+              "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
+    if conversion is not None:
+        report["fp16_conversion"] = conversion
+    return report
 
 
 def build_with_sidecar(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,

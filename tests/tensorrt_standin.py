@@ -19,6 +19,10 @@ misspelt name fails here as it would there:
 - OnnxParser(network, logger).parse_from_file(model), parse(model, path=None), num_errors,
   get_error(index) -> ParserError with __str__.
 
+With from_onnx=True the parsed network's inputs and layers come from the ONNX file parsed (graph inputs,
+and one layer per node named as the node, with the output types ONNX shape inference gives), so a test
+sees the precisions of the file build_engine really handed to the parser.
+
 Objects use __slots__, so setting an attribute the real binding does not have raises AttributeError.
 It checks our side of the calls, not TensorRT: only a TensorRT machine can do that.
 """
@@ -34,7 +38,7 @@ class _Dims(tuple):
 
 
 def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype="float32", parse_ok=True,
-                  dla_cores=2, layers=None, timing_cache_matches=True):
+                  dla_cores=2, layers=None, timing_cache_matches=True, from_onnx=False):
     """A module standing in for `tensorrt` at `version`. layers: [(name, [output dtype, ...])] of the
     parsed network (default: one TAO FP32 layer and one backbone layer). calls records what was asked."""
     major = int(version.split(".")[0])
@@ -184,8 +188,26 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
                 self.errors.append(ParserError("No importer registered for op: MultiscaleDeformableAttnPlugin_TRT"))
             return parse_ok
 
+        def _read_onnx(self, path):
+            import onnx
+
+            model = onnx.shape_inference.infer_shapes(onnx.load(path), strict_mode=False)
+            names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+                     onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int32", onnx.TensorProto.BOOL: "bool"}
+            types = {i.name: i.type.tensor_type.elem_type
+                     for i in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+            self.network.inputs = [
+                Tensor(i.name, tuple(d.dim_value if d.HasField("dim_value") else -1
+                                     for d in i.type.tensor_type.shape.dim), names[i.type.tensor_type.elem_type])
+                for i in model.graph.input]
+            self.network.layers = [Layer(node.name or node.op_type,
+                                         [names[types[o]] for o in node.output if types.get(o) in names])
+                                   for node in model.graph.node]
+
         def parse_from_file(self, model):
             calls["parsed"] = model
+            if from_onnx:
+                self._read_onnx(model)
             return self._parse()
 
         def parse(self, model, path=None):

@@ -638,15 +638,26 @@ def test_onnx_metadata_of_a_file_that_is_not_onnx(tmp_path):
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "11.1.0.3"])
 def test_build_command_sidecar_carries_onnx_metadata(tmp_path, monkeypatch, machine, capsys, version):
-    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    machine["trt"] = version
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, from_onnx=True))
     onnx = _raw_onnx(tmp_path)
     status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress"])
     assert status == 0, err
     engine = str(tmp_path / "hf_raw.fp16.engine")
     assert eb.engine_model_metadata(engine) == _ort_metadata(onnx)
     out = capsys.readouterr().out
-    if version.startswith("11."):  # strongly typed: the FP32 ONNX gives an FP32 engine, and the user is told
-        assert "(fp32," in out and "strongly typed" in err
+    assert "(fp16," in out
+    if version.startswith("11."):  # strongly typed: the FP32 ONNX was converted to FP16 first, and the user is told
+        assert "strongly typed" in err and "converted to FP16" in err
+        assert eb.read_sidecar(engine)["build"]["fp16_conversion"]["converted"] is True
+    # --no-auto-fp16: TensorRT 11 then builds the FP32 ONNX as it is (an FP32 engine, said so)
+    status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress", "--no-auto-fp16", "-o",
+                        str(tmp_path / "plain.engine")])
+    assert status == 0, err
+    out = capsys.readouterr().out
+    if version.startswith("11."):
+        assert "(fp32," in out and "no float16 tensors" in err
+        assert "fp16_conversion" not in eb.read_sidecar(str(tmp_path / "plain.engine"))["build"]
     else:
         assert "(fp16," in out
 
@@ -772,12 +783,161 @@ def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
 
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.1.0.3"])
 def test_cached_engine_records_what_was_built(tmp_path, monkeypatch, machine, version):
-    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    machine["trt"] = version  # the machine's TensorRT is the stand-in's
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, from_onnx=True))
     onnx = _raw_onnx(tmp_path)
     err = io.StringIO()
     with redirect_stderr(err):
         engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"))
     record = eb.read_sidecar(engine)
     assert record["metadata"]["precision"] == "fp16"  # what was asked (the cache key)
-    assert record["build"]["precision"] == ("fp16" if version.startswith("10.") else "fp32")  # what was built
+    # what was built: FP16 both times; TensorRT 11 from the FP16 conversion of the ONNX, recorded
+    assert record["build"]["precision"] == "fp16"
+    if version.startswith("11."):
+        conversion = record["build"]["fp16_conversion"]
+        assert conversion["converted"] is True and conversion["recipe"] == record["metadata"][
+            "onnx_fp16_conversion"]["recipe"]
+    else:
+        assert "fp16_conversion" not in record["build"] and "onnx_fp16_conversion" not in record["metadata"]
     assert record["model_metadata"] == _ort_metadata(onnx)
+
+
+# ---- TensorRT >= 11: the FP32 ONNX converted to FP16 before parsing --------------------------------------------
+
+
+def _tao_like_onnx(tmp_path):
+    from test_fp16 import make_tao_like_model
+
+    return str(make_tao_like_model(tmp_path / "tao_like.onnx") and tmp_path / "tao_like.onnx")
+
+
+def test_cache_key_holds_the_fp16_conversion_choice_where_it_matters():
+    device = {"gpu_name": "Thor", "compute_capability": "11.0", "dla_core": None}
+    from m2f_edge.models.fp16 import RECIPE_VERSION
+
+    def key(trt, **kw):
+        return eb.cache_key(eb.engine_metadata("a" * 64, trt, device, eb.BuildOptions(**kw)))
+
+    meta = eb.engine_metadata("a" * 64, "11.4.1", device, eb.BuildOptions())
+    assert meta["onnx_fp16_conversion"] == {"auto": True, "recipe": RECIPE_VERSION}
+    assert key("11.4.1") != key("11.4.1", auto_fp16=False)
+    # FP32 builds and TensorRT < 11 do not convert: the choice stays out of their keys (cached engines keep theirs)
+    assert "onnx_fp16_conversion" not in eb.engine_metadata("a" * 64, "11.4.1", device, eb.BuildOptions(fp16=False))
+    assert key("11.4.1", fp16=False) == key("11.4.1", fp16=False, auto_fp16=False)
+    for trt in ("8.5.2", "10.3.0", "10.16.0", None):
+        assert key(trt) == key(trt, auto_fp16=False)
+        assert "onnx_fp16_conversion" not in eb.engine_metadata("a" * 64, trt, device, eb.BuildOptions())
+
+
+def test_cached_engine_rebuilds_when_the_conversion_choice_changes(tmp_path, machine):
+    machine["trt"] = "11.4.1"
+    onnx = _write(tmp_path / "model.onnx", b"onnx-bytes")
+    calls = []
+    cache = str(tmp_path / "cache")
+    first = eb.cached_engine(onnx, eb.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls))
+    second = eb.cached_engine(onnx, eb.BuildOptions(auto_fp16=False), cache_dir=cache, builder=_fake_builder(calls))
+    assert first != second and len(calls) == 2
+    assert eb.cached_engine(onnx, eb.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls)) == first
+    assert len(calls) == 2
+
+
+def test_build_engine_tensorrt11_parses_the_fp16_conversion(tmp_path, monkeypatch, machine):
+    machine["trt"] = "11.1.0"
+    trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx_path = _tao_like_onnx(tmp_path)
+    with open(onnx_path, "rb") as f:
+        before = f.read()
+    engine = str(tmp_path / "m.engine")
+    report = eb.build_with_sidecar(onnx_path, engine, eb.BuildOptions(batch=(1, 1, 2)), progress=False)
+    parsed = trt.calls["parsed"]
+    assert parsed != onnx_path and parsed.endswith("tao_like.fp16.onnx")
+    assert not os.path.exists(parsed) and not os.path.exists(os.path.dirname(parsed))  # the temporary copy is gone
+    with open(onnx_path, "rb") as f:
+        assert f.read() == before  # the user's file is untouched
+    network = trt.calls["network"]
+    assert network.get_input(0).dtype == trt.float32  # the SDK's I/O contract
+    layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    for name in ("/post_processor/ReduceSum", "/post_processor/ReduceSum_1", "/post_processor/Add",
+                 "/post_processor/Div", "/backbone/Min"):
+        assert layers[name].get_output(0).dtype == trt.float32, name
+    for name in ("/backbone/Conv", "/pixel_decoder/Resize", "/post_processor/Sigmoid"):
+        assert layers[name].get_output(0).dtype == trt.float16, name
+    assert report["precision"] == "fp16" and trt.calls["flags"] == set()
+    conversion = report["fp16_conversion"]
+    assert conversion["converted"] is True and conversion["keep_prefixes"] == list(eb.TAO_FP32_LAYERS)
+    assert "/post_processor/Div" in conversion["kept_fp32"]["name"]
+    assert any("converted to FP16" in n for n in report["notes"])
+    assert not any("no float16" in n for n in report["notes"])
+    record = eb.read_sidecar(engine)
+    assert record["build"]["fp16_conversion"] == json.loads(json.dumps(conversion))
+    assert record["metadata"]["onnx_fp16_conversion"]["auto"] is True
+
+    # --no-fp32-layers reaches the converter: only the op-type rules keep nodes FP32 then
+    trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(batch=(1, 1, 2), fp32_layers=()), progress=False)
+    assert "name" not in report["fp16_conversion"]["kept_fp32"]
+    layers = {trt.calls["network"].get_layer(i).name: trt.calls["network"].get_layer(i)
+              for i in range(trt.calls["network"].num_layers)}
+    assert layers["/post_processor/Div"].get_output(0).dtype == trt.float16
+
+
+def test_build_engine_tensorrt11_conversion_off_or_not_needed(tmp_path, monkeypatch, machine):
+    onnx_path = _tao_like_onnx(tmp_path)
+    engine = str(tmp_path / "m.engine")
+    trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(auto_fp16=False), progress=False)
+    assert trt.calls["parsed"] == onnx_path and report["precision"] == "fp32"
+    assert "fp16_conversion" not in report and "no float16 tensors" in report["notes"][0]
+
+    # an ONNX already in FP16 is parsed as it is
+    import onnx
+    from m2f_edge.models.fp16 import convert_float16
+
+    half = str(tmp_path / "half.onnx")
+    onnx.save(convert_float16(onnx.load(onnx_path))[0], half)
+    trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(half, engine, eb.BuildOptions(), progress=False)
+    assert trt.calls["parsed"] == half and report["precision"] == "fp16"
+    assert report["fp16_conversion"] == {"converted": False, "reason": "the ONNX already holds float16 tensors"}
+
+    # TensorRT 10 keeps its builder flag and precision constraints: no conversion
+    trt = make_tensorrt("10.3.0.26", input_shape=(-1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(), progress=False)
+    assert trt.calls["parsed"] == onnx_path and "fp16_conversion" not in report
+    assert "/post_processor/Div" in report["fp32_layers_marked"] and trt.calls["flags"] == {
+        "FP16", "OBEY_PRECISION_CONSTRAINTS"}
+
+    # a file the onnx package cannot read goes to TensorRT's parser as it is, which reports on it
+    junk = _write(tmp_path / "junk.onnx", b"\xff\xfe not protobuf")
+    trt = make_tensorrt("11.1.0.3")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = eb.build_engine(junk, engine, eb.BuildOptions(), progress=False)
+    assert trt.calls["parsed"] == junk and "not readable as ONNX" in report["fp16_conversion"]["reason"]
+
+
+def test_build_engine_tensorrt11_dla_with_the_conversion(tmp_path, monkeypatch, machine):
+    onnx_path = _tao_like_onnx(tmp_path)
+    trt = make_tensorrt("11.1.0.3", input_shape=(1, 3, 272, 272), from_onnx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    # the stand-in's network comes from the parsed file: the converted one holds float16, so DLA may build
+    eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(dla_core=0, gpu_fallback=True),
+                    progress=False)
+    assert trt.calls["device"] == ("DLA", 0)
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("11.1.0.3", from_onnx=True))
+    with pytest.raises(eb.EngineBuildError, match="holds no float16"):
+        eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(dla_core=0, auto_fp16=False),
+                        progress=False)
+
+
+def test_build_engine_tensorrt11_without_the_onnx_package(tmp_path, monkeypatch):
+    onnx_path = _tao_like_onnx(tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("11.1.0.3", from_onnx=True))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with pytest.raises(ImportError, match="needs the onnx package") as info:
+        eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(), progress=False)
+    assert "--no-auto-fp16" in str(info.value)

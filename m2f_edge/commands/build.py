@@ -1,5 +1,5 @@
 """m2f-edge build MODEL.onnx [-o ENGINE] [--fp16|--fp32] [--batch MIN:OPT:MAX] [--workspace MIB]
-[--dla N [--gpu-fallback]] [--timing-cache PATH]: build a TensorRT engine with TensorRT's builder."""
+[--dla N [--gpu-fallback]] [--timing-cache PATH] [--no-auto-fp16]: build a TensorRT engine with TensorRT's builder."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ def add_parser(subparsers):
         description="Build a TensorRT engine from an ONNX model with TensorRT's builder (needs TensorRT's Python "
                     "package and an NVIDIA GPU). TAO's FP32 layers stay FP32 in an FP16 engine. A JSON sidecar "
                     "(ENGINE.json) records the ONNX sha256, TensorRT version, GPU, precision and batch range, so "
-                    "that a stale or foreign engine is rebuilt rather than loaded.")
+                    "that a stale or foreign engine is rebuilt rather than loaded. TensorRT >= 11 takes precisions "
+                    "from the ONNX file: there an FP16 build converts an ONNX without float16 to FP16 first "
+                    "(TAO's FP32 layers kept float32; see m2f-edge convert --fp16).")
     parser.add_argument("model", help="the ONNX model (e.g. mask2former_swint.onnx from NGC)")
     parser.add_argument("-o", "--output", metavar="ENGINE",
                         help="where to write the engine (default: MODEL with .engine, e.g. model.fp16.engine)")
@@ -33,6 +35,9 @@ def add_parser(subparsers):
                         help="read and update TensorRT's timing cache here (faster rebuilds)")
     parser.add_argument("--no-fp32-layers", action="store_true",
                         help="do not keep TAO's FP32 layers in FP32 (faster, may lose accuracy)")
+    parser.add_argument("--no-auto-fp16", action="store_true",
+                        help="TensorRT >= 11: do not convert an FP32 ONNX to FP16 before building (the engine is "
+                             "then FP32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     return parser
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_fallback=args.gpu_fallback,
         timing_cache=args.timing_cache,
         fp32_layers=() if args.no_fp32_layers else TAO_FP32_LAYERS,
+        auto_fp16=not args.no_auto_fp16,
     )
     import_tensorrt()  # fail here, with the explanation, before any work
     output = args.output or default_output(args.model, args.fp16)
