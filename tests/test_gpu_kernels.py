@@ -691,3 +691,38 @@ def test_tensorrt_engine_follows_batch_changes_with_cuda_graphs(tiny_dynamic_eng
             assert got[name].shape == want[name].shape, (batch, name)
             np.testing.assert_allclose(got[name].astype(np.float64), want[name].astype(np.float64), atol=1e-4)
 
+
+
+def test_tensorrt_infer_waits_for_a_dlpack_input_before_returning(tiny_engine):
+    # A DLPack input is released (its deleter called) when infer() returns; with synchronize=False the
+    # engine could still be reading it, so infer() must have waited for its stream.
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch without CUDA")
+    import tiny_models
+
+    _, engine_path = tiny_engine
+    engine = _core.tensorrt.Engine(engine_path)
+    (info,) = [t for t in engine.tensors if t["mode"] == "input"]
+    _, _, h, w = info["shape"]
+    tensor = np.empty((1, 3, h, w), np.float32)
+    _core.preprocess(tiny_models.make_test_frame(240, 320), tensor)
+    want = {name: array.to_numpy() for name, array in engine.infer({info["name"]: tensor}).items()}
+
+    class DlpackOnly:
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, stream=None):
+            return self.t.__dlpack__(stream=stream)
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    stream = torch.cuda.Stream()
+    for _ in range(3):
+        outputs = engine.infer({info["name"]: DlpackOnly(torch.from_numpy(tensor).cuda())},
+                               stream=stream.cuda_stream, synchronize=False)
+        assert stream.query(), "infer() returned with work still reading a released DLPack input"
+        for name, array in outputs.items():
+            np.testing.assert_allclose(array.to_numpy(stream=stream.cuda_stream), want[name], atol=1e-5)

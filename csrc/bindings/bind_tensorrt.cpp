@@ -199,11 +199,16 @@ void bind_engine(py::module_& t) {
               e.runner().set_tensor_address(info.name, buffer.cast<const DeviceArray&>().device_pointer());
               outputs[py::str(info.name)] = buffer;
             }
+            // An input borrowed through DLPack has its deleter called when `borrowed` goes, on return:
+            // the producer may then free or reuse that memory while the engine still reads it, so
+            // the call waits as if synchronize were given.
+            bool must_wait = synchronize;
+            for (const auto& b : borrowed) must_wait = must_wait || b.from_dlpack;
             {
               py::gil_scoped_release release;
               e.runner().enqueue(stream);
               if (staged_host_input) e.inputs_enqueued(stream);
-              if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+              if (must_wait) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
             }
             return outputs;
           },
@@ -211,7 +216,9 @@ void bind_engine(py::module_& t) {
           "Runs the engine on {input name: GPU or numpy array}. Returns {output name: DeviceArray}; the\n"
           "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).\n"
           "A numpy input is copied into a device buffer the engine keeps for that input. stream: where to\n"
-          "enqueue (None: the engine's own stream when synchronize, else the legacy default stream).")
+          "enqueue (None: the engine's own stream when synchronize, else the legacy default stream).\n"
+          "synchronize=False returns before the GPU is done, except with an input taken through DLPack\n"
+          "(released on return, so the call waits for the stream).")
       .def("take_log", [](Engine& e) { return e.runner().take_log(); },
            "TensorRT's warnings and errors since the last call.")
       .def(
