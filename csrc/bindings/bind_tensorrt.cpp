@@ -95,10 +95,19 @@ class Engine {
   cuda::Stream stream_;
 };
 
+// The stream objects m2f_edge.gpu.stream_handle and the gpu functions accept: ours (.handle), CuPy's
+// (.ptr), PyTorch's (.cuda_stream), or an int (cuda-python's handles convert with int()).
 cudaStream_t stream_handle(const py::object& stream) {
   if (stream.is_none()) return nullptr;
-  if (py::hasattr(stream, "handle")) return reinterpret_cast<cudaStream_t>(stream.attr("handle").cast<std::uintptr_t>());
-  return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
+  for (const char* attribute : {"handle", "ptr", "cuda_stream"})
+    if (py::hasattr(stream, attribute))
+      return reinterpret_cast<cudaStream_t>(stream.attr(attribute).cast<std::uintptr_t>());
+  try {
+    return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
+  } catch (const py::error_already_set&) {
+    throw py::type_error("argument 'stream': expected a CUDA stream (m2f_edge, CuPy or PyTorch stream, or a "
+                         "handle as int), got " + py::str(py::type::handle_of(stream)).cast<std::string>());
+  }
 }
 
 void bind_engine(py::module_& t) {
