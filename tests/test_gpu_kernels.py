@@ -650,3 +650,79 @@ def test_gpu_pipeline_matches_cpu_reference_and_replays_graph(tiny_engine):
         assert_same_instances(got, want)
     # the tiny model has no plugin that could refuse capture: the third call replayed the graph
     assert pipeline.cuda_graph_active
+
+
+@pytest.fixture(scope="module")
+def tiny_dynamic_engine(tmp_path_factory):
+    """The tiny deployable model with a batch range 1..3 (the fixture above pins batch 1:1:1)."""
+    if not _core.tensorrt.available:
+        pytest.skip("m2f_edge built without TensorRT")
+    pytest.importorskip("tensorrt")
+    import tiny_models
+    from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
+
+    folder = tmp_path_factory.mktemp("trt_dynamic")
+    onnx_path = str(folder / "deployable.onnx")
+    tiny_models.make_deployable_model(onnx_path)
+    engine_path = str(folder / "deployable.engine")
+    build_with_sidecar(onnx_path, engine_path, BuildOptions(fp16=False, batch=(1, 2, 3)), progress=False)
+    return onnx_path, engine_path
+
+
+def test_tensorrt_engine_follows_batch_changes_with_cuda_graphs(tiny_dynamic_engine):
+    # Every batch change re-plans the context: the run after it must be eager (never a replay of a
+    # graph captured for the other batch), and a shape the runner set before must still count as set.
+    import onnxruntime as ort
+    import tiny_models
+    from m2f_edge.backends.tensorrt import TensorRTBackend
+
+    onnx_path, engine_path = tiny_dynamic_engine
+    backend = TensorRTBackend(engine_path, use_cuda_graph=True)
+    assert backend.batch_range == (1, 3)
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    _, _, h, w = backend.input_shape
+    frames = [tiny_models.make_test_frame(240, 320), tiny_models.make_test_frame(200, 200)[:, ::-1]]
+    for batch in (1, 1, 1, 2, 2, 2, 1, 2, 1, 1, 1):
+        tensor = np.empty((batch, 3, h, w), np.float32)
+        _core.preprocess(frames[:batch], tensor)
+        want = dict(zip([o.name for o in session.get_outputs()], session.run(None, {backend.input_name: tensor})))
+        got = backend.run(tensor)
+        for name in backend.output_names:
+            assert got[name].shape == want[name].shape, (batch, name)
+            np.testing.assert_allclose(got[name].astype(np.float64), want[name].astype(np.float64), atol=1e-4)
+
+
+
+def test_tensorrt_infer_waits_for_a_dlpack_input_before_returning(tiny_engine):
+    # A DLPack input is released (its deleter called) when infer() returns; with synchronize=False the
+    # engine could still be reading it, so infer() must have waited for its stream.
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch without CUDA")
+    import tiny_models
+
+    _, engine_path = tiny_engine
+    engine = _core.tensorrt.Engine(engine_path)
+    (info,) = [t for t in engine.tensors if t["mode"] == "input"]
+    _, _, h, w = info["shape"]
+    tensor = np.empty((1, 3, h, w), np.float32)
+    _core.preprocess(tiny_models.make_test_frame(240, 320), tensor)
+    want = {name: array.to_numpy() for name, array in engine.infer({info["name"]: tensor}).items()}
+
+    class DlpackOnly:
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, stream=None):
+            return self.t.__dlpack__(stream=stream)
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    stream = torch.cuda.Stream()
+    for i in range(3):
+        outputs = engine.infer({info["name"]: DlpackOnly(torch.from_numpy(tensor).cuda())},
+                               stream=stream if i == 1 else stream.cuda_stream, synchronize=False)
+        assert stream.query(), "infer() returned with work still reading a released DLPack input"
+        for name, array in outputs.items():
+            np.testing.assert_allclose(array.to_numpy(stream=stream.cuda_stream), want[name], atol=1e-5)

@@ -95,10 +95,19 @@ class Engine {
   cuda::Stream stream_;
 };
 
+// The stream objects m2f_edge.gpu.stream_handle and the gpu functions accept: ours (.handle), CuPy's
+// (.ptr), PyTorch's (.cuda_stream), or an int (cuda-python's handles convert with int()).
 cudaStream_t stream_handle(const py::object& stream) {
   if (stream.is_none()) return nullptr;
-  if (py::hasattr(stream, "handle")) return reinterpret_cast<cudaStream_t>(stream.attr("handle").cast<std::uintptr_t>());
-  return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
+  for (const char* attribute : {"handle", "ptr", "cuda_stream"})
+    if (py::hasattr(stream, attribute))
+      return reinterpret_cast<cudaStream_t>(stream.attr(attribute).cast<std::uintptr_t>());
+  try {
+    return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
+  } catch (const py::error_already_set&) {
+    throw py::type_error("argument 'stream': expected a CUDA stream (m2f_edge, CuPy or PyTorch stream, or a "
+                         "handle as int), got " + py::str(py::type::handle_of(stream)).cast<std::string>());
+  }
 }
 
 void bind_engine(py::module_& t) {
@@ -199,11 +208,16 @@ void bind_engine(py::module_& t) {
               e.runner().set_tensor_address(info.name, buffer.cast<const DeviceArray&>().device_pointer());
               outputs[py::str(info.name)] = buffer;
             }
+            // An input borrowed through DLPack has its deleter called when `borrowed` goes, on return:
+            // the producer may then free or reuse that memory while the engine still reads it, so
+            // the call waits as if synchronize were given.
+            bool must_wait = synchronize;
+            for (const auto& b : borrowed) must_wait = must_wait || b.from_dlpack;
             {
               py::gil_scoped_release release;
               e.runner().enqueue(stream);
               if (staged_host_input) e.inputs_enqueued(stream);
-              if (synchronize) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+              if (must_wait) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
             }
             return outputs;
           },
@@ -211,7 +225,9 @@ void bind_engine(py::module_& t) {
           "Runs the engine on {input name: GPU or numpy array}. Returns {output name: DeviceArray}; the\n"
           "arrays stay valid while you hold them (a pool reuses a buffer only once it is released).\n"
           "A numpy input is copied into a device buffer the engine keeps for that input. stream: where to\n"
-          "enqueue (None: the engine's own stream when synchronize, else the legacy default stream).")
+          "enqueue (None: the engine's own stream when synchronize, else the legacy default stream).\n"
+          "synchronize=False returns before the GPU is done, except with an input taken through DLPack\n"
+          "(released on return, so the call waits for the stream).")
       .def("take_log", [](Engine& e) { return e.runner().take_log(); },
            "TensorRT's warnings and errors since the last call.")
       .def(

@@ -153,6 +153,14 @@ struct Runner::Impl {
   cuda::Event timing_start, timing_end;
   bool timed = false;
   double enqueue_ms = 0;
+  // The shape this runner last gave each dynamic input with setInputShape (none before the first).
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> shapes_set;
+
+  std::vector<std::int64_t>* shape_set_for(const std::string& name) {
+    for (auto& s : shapes_set)
+      if (s.first == name) return &s.second;
+    return nullptr;
+  }
 
   [[noreturn]] void fail(const std::string& what) {
     std::string log = logger.take();
@@ -242,12 +250,20 @@ void Runner::set_input_shape(const std::string& name, const std::vector<std::int
                                   " .. " + shape_text(info->max_shape) +
                                   " (rebuild the engine with a wider --batch MIN:OPT:MAX)");
   }
-  if (to_vector(impl_->context->getTensorShape(name.c_str())) == shape) return;  // unchanged: nothing to re-plan
+  // Unchanged since this runner set it: nothing to re-plan. The context's own report alone is not
+  // enough: getTensorShape answers a dimension the profile pins (MIN == MAX) before setInputShape
+  // was ever called, and TensorRT still wants that call.
+  std::vector<std::int64_t>* previous = impl_->shape_set_for(name);
+  if (previous && *previous == shape && to_vector(impl_->context->getTensorShape(name.c_str())) == shape) return;
   nvinfer1::Dims dims{};
   dims.nbDims = static_cast<int>(shape.size());
   for (std::size_t i = 0; i < shape.size(); ++i) dims.d[i] = static_cast<decltype(dims.d[0] + 0)>(shape[i]);
   if (!impl_->context->setInputShape(name.c_str(), dims))
     impl_->fail("TensorRT refused shape " + shape_text(shape) + " for input '" + name + "'");
+  if (previous)
+    *previous = shape;
+  else
+    impl_->shapes_set.emplace_back(name, shape);
   needs_eager_ = true;  // TensorRT re-plans on the next enqueue, which therefore must not be captured
 }
 
@@ -272,6 +288,19 @@ void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
     impl_->fail("TensorRT refused the address for tensor '" + name + "'");
 }
 
+// allInputDimensionsSpecified() is documented (8.5 to 11) not to work with setInputShape(), the
+// name-based call used here: the runner keeps its own record of which dynamic inputs were given.
+void Runner::require_input_shapes() const {
+  std::string missing;
+  for (const auto& t : tensors_) {
+    if (!t.is_input) continue;
+    bool dynamic = false;
+    for (auto d : t.shape) dynamic = dynamic || d < 0;
+    if (dynamic && !impl_->shape_set_for(t.name)) missing += (missing.empty() ? "'" : ", '") + t.name + "'";
+  }
+  if (!missing.empty()) impl_->fail("not every input shape was set before enqueue (no shape for " + missing + ")");
+}
+
 void Runner::run_enqueue_v3(cudaStream_t stream) {
   if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -281,7 +310,7 @@ void Runner::run_enqueue_v3(cudaStream_t stream) {
 
 void Runner::enqueue(cudaStream_t stream) {
   Impl& im = *impl_;
-  if (!im.context->allInputDimensionsSpecified()) im.fail("not every input shape was set before enqueue");
+  require_input_shapes();
   im.timed = false;
   const auto host_start = std::chrono::steady_clock::now();
   enqueue_or_replay(stream);
@@ -364,7 +393,7 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
 }
 
 void Runner::enqueue_eager(cudaStream_t stream) {
-  if (!impl_->context->allInputDimensionsSpecified()) impl_->fail("not every input shape was set before enqueue");
+  require_input_shapes();
   run_enqueue_v3(stream);
 }
 

@@ -82,6 +82,7 @@ class Runner {
  private:
   void enqueue_or_replay(cudaStream_t stream);
   void run_enqueue_v3(cudaStream_t stream);
+  void require_input_shapes() const;
 
   struct Impl;
   std::unique_ptr<Impl> impl_;
