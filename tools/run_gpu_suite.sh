@@ -22,6 +22,8 @@ stage() { echo; echo "== $* (t=${SECONDS}s)"; }
 # the log is written by a tee in the background: give it a moment to drain before the command ends
 finish() { sleep 1; exit "$1"; }
 left() { echo $(( budget - SECONDS )); }
+# seconds for a stage: at most $1, at least 1 (timeout reads 0 as "no limit" and refuses negatives)
+stage_limit() { local l; l="$(left)"; [ "$l" -lt 1 ] && l=1; [ "$l" -gt "$1" ] && l="$1"; echo "$l"; }
 # tools/ holds the pytest plugin that turns "optional package missing" into a skip
 export PYTHONPATH="$PWD:$PWD/tools${PYTHONPATH:+:$PYTHONPATH}"
 pytest_args=(-p pytest_optional_skip -p no:cacheprovider -q -rs)
@@ -66,11 +68,11 @@ if ! "$py" -c "import sys, m2f_edge; sys.exit(0 if m2f_edge.build_info().get('gp
 fi
 
 stage "GPU tests (kernels vs CPU twins, zero-copy inputs, TensorRT runner where built)"
-timeout --signal=INT --kill-after=20 "$(( $(left) > 300 ? 300 : $(left) ))" \
+timeout --signal=INT --kill-after=20 "$(stage_limit 300)" \
   "$py" -m pytest tests -m gpu "${pytest_args[@]}" --junitxml="$out/gpu-tests.xml" || status=1
 
 stage "GPU benchmark"
-timeout --signal=INT --kill-after=20 "$(( $(left) > 150 ? 150 : $(left) ))" \
+timeout --signal=INT --kill-after=20 "$(stage_limit 150)" \
   "$py" benchmarks/bench_gpu.py --repeat 20 --json "$out/bench_gpu.json" | tee "$out/bench_gpu.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
