@@ -592,20 +592,25 @@ def test_device_array_works_with_cupy_without_copy():
 # ---- TensorRT runner (needs TensorRT in the build and its Python package to build a tiny engine) -------
 
 
-@pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory):
+def _build_tiny_engine(tmp_path_factory, folder_name, batch=None):
+    """The tiny deployable model as an FP32 engine; batch (MIN, OPT, MAX) or None for 1:1:1."""
     if not _core.tensorrt.available:
         pytest.skip("m2f_edge built without TensorRT")
     pytest.importorskip("tensorrt")
     import tiny_models
     from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
 
-    folder = tmp_path_factory.mktemp("trt")
+    folder = tmp_path_factory.mktemp(folder_name)
     onnx_path = str(folder / "deployable.onnx")
     tiny_models.make_deployable_model(onnx_path)
     engine_path = str(folder / "deployable.engine")
-    build_with_sidecar(onnx_path, engine_path, BuildOptions(fp16=False), progress=False)
+    build_with_sidecar(onnx_path, engine_path, BuildOptions(fp16=False, batch=batch), progress=False)
     return onnx_path, engine_path
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory):
+    return _build_tiny_engine(tmp_path_factory, "trt")
 
 
 def test_tensorrt_backend_matches_onnxruntime(tiny_engine):
@@ -655,18 +660,7 @@ def test_gpu_pipeline_matches_cpu_reference_and_replays_graph(tiny_engine):
 @pytest.fixture(scope="module")
 def tiny_dynamic_engine(tmp_path_factory):
     """The tiny deployable model with a batch range 1..3 (the fixture above pins batch 1:1:1)."""
-    if not _core.tensorrt.available:
-        pytest.skip("m2f_edge built without TensorRT")
-    pytest.importorskip("tensorrt")
-    import tiny_models
-    from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
-
-    folder = tmp_path_factory.mktemp("trt_dynamic")
-    onnx_path = str(folder / "deployable.onnx")
-    tiny_models.make_deployable_model(onnx_path)
-    engine_path = str(folder / "deployable.engine")
-    build_with_sidecar(onnx_path, engine_path, BuildOptions(fp16=False, batch=(1, 2, 3)), progress=False)
-    return onnx_path, engine_path
+    return _build_tiny_engine(tmp_path_factory, "trt_dynamic", batch=(1, 2, 3))
 
 
 def test_tensorrt_engine_follows_batch_changes_with_cuda_graphs(tiny_dynamic_engine):
