@@ -60,6 +60,14 @@ class Engine {
   }
   void set_mapped_outputs(bool mapped) { mapped_outputs_ = mapped; }
 
+  // TensorRT wants a non-null, 256-byte aligned address for every output, even one with no elements
+  // (a zero-size DeviceArray has none): such outputs all point at this small buffer, never read.
+  void* address_for(const DeviceArray& output) {
+    if (output.nbytes() > 0) return output.device_pointer();
+    if (!empty_output_.data()) empty_output_ = cuda::DeviceBuffer(256);
+    return empty_output_.data();
+  }
+
   // For calls that name no stream and wait for the result: a stream of the engine's own. TensorRT
   // (10 and later) warns that the legacy default stream costs extra device synchronisations, and
   // it cannot be captured into a CUDA graph.
@@ -93,6 +101,7 @@ class Engine {
   std::map<std::string, std::unique_ptr<DeviceArray>> inputs_;
   cuda::Event inputs_read_;
   cuda::Stream stream_;
+  cuda::DeviceBuffer empty_output_;
 };
 
 // The stream objects m2f_edge.gpu.stream_handle and the gpu functions accept: ours (.handle), CuPy's
@@ -205,7 +214,7 @@ void bind_engine(py::module_& t) {
             for (const auto& info : e.runner().tensors()) {
               if (info.is_input) continue;
               py::object buffer = e.output_buffer(info.name, e.runner().output_shape(info.name), info.dtype);
-              e.runner().set_tensor_address(info.name, buffer.cast<const DeviceArray&>().device_pointer());
+              e.runner().set_tensor_address(info.name, e.address_for(buffer.cast<const DeviceArray&>()));
               outputs[py::str(info.name)] = buffer;
             }
             // An input borrowed through DLPack has its deleter called when `borrowed` goes, on return:
