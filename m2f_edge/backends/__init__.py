@@ -61,16 +61,10 @@ def _open_tensorrt_from_onnx(path: str) -> Backend:
         raise ImportError("cannot build or load a TensorRT engine for '{}': {}. Run it with backend='onnxruntime' "
                           "instead".format(path, exc)) from exc
     if not engine.metadata:
-        engine.metadata = onnx_metadata(path)
+        from ..engine_builder import onnx_model_metadata
+
+        engine.metadata = onnx_model_metadata(path)
     return engine
-
-
-def onnx_metadata(path: str) -> dict:
-    """The metadata_props of an ONNX file (weights are not read)."""
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return {entry.key: entry.value for entry in model.metadata_props}
 
 
 def open_backend(model: Union[str, os.PathLike], backend: str = "auto", *, providers=None,
