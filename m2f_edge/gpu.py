@@ -75,7 +75,8 @@ def stream_handle(stream: Any) -> int:
         getter = getattr(stream, "getPtr", None)  # older cuda-python objects
         if getter is not None:
             return int(getter())
-        raise TypeError("stream: expected a CUDA stream handle or stream object, got {!r}".format(stream)) from None
+        raise TypeError("argument 'stream': expected a CUDA stream (m2f_edge, CuPy, PyTorch or cuda-python stream, or "
+                        "a handle as int), got {!r}".format(stream)) from None
 
 
 def cuda_python_stream():

@@ -474,6 +474,10 @@ def test_device_array_copies_are_ordered_with_streams():
     gpu.preprocess(d_frame, out, stream=stream, synchronize=False)
     _core.preprocess(frame[::-1], cpu_out)
     compare_tensors(out.to_numpy(), cpu_out)  # no stream: waits for all work on the device
+    with pytest.raises(TypeError, match="argument 'stream'"):
+        d_frame.copy_from(frame, stream="not a stream")
+    with pytest.raises(TypeError, match="argument 'stream'"):
+        gpu.preprocess(d_frame, out, stream=object())
 
 
 # ---- zero-copy input from CuPy / PyTorch / DLPack ----------------------------------------------------

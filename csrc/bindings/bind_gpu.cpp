@@ -25,16 +25,6 @@ namespace {
 
 #ifdef M2F_WITH_CUDA
 
-cudaStream_t stream_from(const py::object& stream) {
-  if (stream.is_none()) return nullptr;
-  if (py::hasattr(stream, "handle")) return reinterpret_cast<cudaStream_t>(stream.attr("handle").cast<std::uintptr_t>());
-  // cuda-python's cudaStream_t / CUstream convert with int(); so do CuPy's stream.ptr and torch's cuda_stream.
-  if (py::hasattr(stream, "ptr")) return reinterpret_cast<cudaStream_t>(stream.attr("ptr").cast<std::uintptr_t>());
-  if (py::hasattr(stream, "cuda_stream"))
-    return reinterpret_cast<cudaStream_t>(stream.attr("cuda_stream").cast<std::uintptr_t>());
-  return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
-}
-
 // A GPU view of `obj`; a numpy array is first copied into a new device array (kept alive by the
 // returned borrow). The copy is synchronous and is the only copy these functions make of inputs.
 BorrowedView device_input(const py::handle& obj, const char* arg, cudaStream_t stream) {

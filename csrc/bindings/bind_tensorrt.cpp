@@ -104,21 +104,6 @@ class Engine {
   cuda::DeviceBuffer empty_output_;
 };
 
-// The stream objects m2f_edge.gpu.stream_handle and the gpu functions accept: ours (.handle), CuPy's
-// (.ptr), PyTorch's (.cuda_stream), or an int (cuda-python's handles convert with int()).
-cudaStream_t stream_handle(const py::object& stream) {
-  if (stream.is_none()) return nullptr;
-  for (const char* attribute : {"handle", "ptr", "cuda_stream"})
-    if (py::hasattr(stream, attribute))
-      return reinterpret_cast<cudaStream_t>(stream.attr(attribute).cast<std::uintptr_t>());
-  try {
-    return reinterpret_cast<cudaStream_t>(py::int_(stream).cast<std::uintptr_t>());
-  } catch (const py::error_already_set&) {
-    throw py::type_error("argument 'stream': expected a CUDA stream (m2f_edge, CuPy or PyTorch stream, or a "
-                         "handle as int), got " + py::str(py::type::handle_of(stream)).cast<std::string>());
-  }
-}
-
 void bind_engine(py::module_& t) {
   py::register_exception<trt::TensorRTError>(t, "TensorRTError", PyExc_RuntimeError);
   t.attr("available") = true;
@@ -172,7 +157,7 @@ void bind_engine(py::module_& t) {
           "infer",
           [](Engine& e, const py::dict& inputs, const py::object& stream_obj, bool synchronize) {
             // --- device
-            cudaStream_t stream = stream_obj.is_none() && synchronize ? e.own_stream() : stream_handle(stream_obj);
+            cudaStream_t stream = stream_obj.is_none() && synchronize ? e.own_stream() : stream_from(stream_obj);
             bool staged_host_input = false;
             std::vector<BorrowedView> borrowed;
             for (const auto& info : e.runner().tensors()) {
@@ -320,7 +305,7 @@ void bind_engine(py::module_& t) {
           "run",
           [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {
             check_masks_to(masks_to);
-            cudaStream_t stream = stream_handle(stream_obj);
+            cudaStream_t stream = stream_from(stream_obj);
             py::list items;
             if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames))
               items = py::list(frames);

@@ -175,6 +175,13 @@ py::dict cuda_array_interface(const DeviceArray& array) {
   return d;
 }
 
+cudaStream_t stream_from(const py::object& stream) {
+  if (stream.is_none()) return nullptr;
+  // One parser for Python and C++ callers: m2f_edge.gpu.stream_handle (its TypeError names 'stream').
+  py::object handle = py::module_::import("m2f_edge.gpu").attr("stream_handle")(stream);
+  return reinterpret_cast<cudaStream_t>(handle.cast<std::uintptr_t>());
+}
+
 bool is_gpu_array(const py::handle& obj) {
   return py::isinstance<DeviceArray>(obj) || py::hasattr(obj, "__cuda_array_interface__") ||
          (py::hasattr(obj, "__dlpack_device__") && !py::isinstance<py::array>(obj) && [&] {

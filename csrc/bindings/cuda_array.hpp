@@ -51,6 +51,10 @@ struct BorrowedView {
 };
 
 bool is_gpu_array(const py::handle& obj);
+// The stream objects the GPU functions accept, as m2f_edge.gpu.stream_handle reads them (m2f_edge,
+// CuPy, PyTorch and cuda-python streams, or an int); None is the legacy stream.
+cudaStream_t stream_from(const py::object& stream);
+
 // A view of a GPU array with no copy. Makes `stream` wait for the producer's stream where the
 // producer names one (CUDA array interface v3 "stream"; DLPack's __dlpack__(stream=...)).
 BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t stream);
