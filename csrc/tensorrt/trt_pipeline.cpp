@@ -132,24 +132,26 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
     timed_replay_ = replayed;
     timed_ = true;
   };
-
-  if (graph_exec_ && key == graph_key_) {
+  auto replay_graph = [&] {
     started_.record(stream);
     graph_exec_.launch(stream);
     finish(false, true);
     return transforms;
-  }
+  };
+  auto run_eagerly = [&] {
+    started_.record(stream);
+    enqueue_all(frames, transforms, stream, true);
+    finish(true, false);
+    return transforms;
+  };
+
+  if (graph_exec_ && key == graph_key_) return replay_graph();
   // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
   // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
   const bool capture =
       options_.use_cuda_graph && !graph_failed_ && !replan && stream != nullptr && key == last_key_;
   last_key_ = key;
-  if (!capture) {
-    started_.record(stream);
-    enqueue_all(frames, transforms, stream, true);
-    finish(true, false);
-    return transforms;
-  }
+  if (!capture) return run_eagerly();
   drop_graph();
   graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream, false); });
   if (graph_) {
@@ -164,15 +166,9 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
     graph_failed_ = true;
     graph_ = cuda::CudaGraph();
     runner_.take_log();
-    started_.record(stream);
-    enqueue_all(frames, transforms, stream, true);
-    finish(true, false);
-    return transforms;
+    return run_eagerly();
   }
-  started_.record(stream);
-  graph_exec_.launch(stream);
-  finish(false, true);
-  return transforms;
+  return replay_graph();
 }
 
 PipelineTimings Pipeline::last_timings() const {
