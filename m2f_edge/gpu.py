@@ -61,6 +61,11 @@ def is_gpu_array(obj: Any) -> bool:
     return device_type in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
+def _not_a_stream(stream: Any) -> TypeError:
+    return TypeError("argument 'stream': expected a CUDA stream (m2f_edge, CuPy, PyTorch or cuda-python stream, or "
+                     "a handle as int), got {!r}".format(stream))
+
+
 def stream_handle(stream: Any) -> int:
     """The cudaStream_t value of any stream object named in the module docstring (0 = legacy default)."""
     if stream is None:
@@ -69,14 +74,15 @@ def stream_handle(stream: Any) -> int:
         value = getattr(stream, attribute, None)
         if value is not None and not callable(value):
             return int(value)
+    if isinstance(stream, (str, bytes, float)):  # int() would read these as numbers
+        raise _not_a_stream(stream)
     try:
         return int(stream)  # int, cuda-python's cudaStream_t and CUstream
-    except TypeError:
+    except (TypeError, ValueError):
         getter = getattr(stream, "getPtr", None)  # older cuda-python objects
         if getter is not None:
             return int(getter())
-        raise TypeError("argument 'stream': expected a CUDA stream (m2f_edge, CuPy, PyTorch or cuda-python stream, or "
-                        "a handle as int), got {!r}".format(stream)) from None
+        raise _not_a_stream(stream) from None
 
 
 def cuda_python_stream():

@@ -378,8 +378,9 @@ def test_stream_handle_accepts_common_stream_objects():
     assert stream_handle(TorchLike()) == 99
     assert stream_handle(Ours()) == 7
     assert stream_handle(CudaPythonLike()) == 4242
-    with pytest.raises(TypeError, match="stream"):
-        stream_handle(object())
+    for not_a_stream in (object(), "not a stream", "7", 7.0):
+        with pytest.raises(TypeError, match="argument 'stream'"):
+            stream_handle(not_a_stream)
 
 
 def test_is_gpu_array():
