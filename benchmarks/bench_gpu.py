@@ -189,6 +189,10 @@ def main(argv=None):
     if not gpu.available():
         print("bench_gpu: no usable GPU ({})".format(gpu.device_info().get("error")), file=sys.stderr)
         return 2
+    if core.build_info().get("cuda_emulation"):
+        print("bench_gpu: this is the CUDA emulation build (M2F_CUDA=EMULATE, kernels on the CPU): it has no "
+              "GPU timings to give", file=sys.stderr)
+        return 2
     info = gpu.device_info()
     print("device: {} (compute {}.{}, {}), m2f_edge {}".format(
         info["name"], info["compute_capability"][0], info["compute_capability"][1],

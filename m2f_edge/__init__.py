@@ -18,7 +18,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 def build_info():
     """What the core was built with and what the machine offers now.
 
-    Returns a dict: ``version``, ``cuda`` (bool) and ``cuda_version``, ``tensorrt`` (bool) and
+    Returns a dict: ``version``, ``cuda`` (bool) and ``cuda_version``, ``cuda_emulation`` (True only in
+    the test build whose kernels run on the CPU, ``M2F_CUDA=EMULATE``), ``tensorrt`` (bool) and
     ``tensorrt_version``, ``gpu_present`` (a usable CUDA device at run time), ``gpu_count``,
     ``gpu_name``, ``gpu_compute_capability``, ``gpu_integrated`` and ``gpu_error``.
     """

@@ -15,8 +15,11 @@ def test_build_info_reports_version_and_switches():
     info = m2f_edge.build_info()
     assert info["version"] == _project_version() == m2f_edge.__version__
     assert isinstance(info["cuda"], bool) and isinstance(info["tensorrt"], bool)
-    # a TensorRT runner needs the CUDA build
+    # a TensorRT runner needs the CUDA build, a real one
     assert not info["tensorrt"] or info["cuda"]
+    assert info["cuda_emulation"] is False or (info["cuda"] and not info["tensorrt"])
+    if info["cuda_emulation"]:
+        assert "emulator" in info["gpu_name"]  # never mistaken for a GPU
     if info["cuda"]:
         assert re.match(r"^\d+\.\d+", info["cuda_version"])
     else:

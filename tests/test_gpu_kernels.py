@@ -11,6 +11,16 @@ pytestmark = pytest.mark.gpu
 
 gpu = _core.gpu
 
+# The CUDA emulation build (M2F_CUDA=EMULATE, tools/run_emulated_gpu_tests.sh) runs every kernel
+# thread by thread on the CPU: the same checks, a thousand times slower than a GPU.
+EMULATED = bool(_core.build_info().get("cuda_emulation"))
+
+
+def gpu_only_case(*values):
+    """A case too big for the CPU emulator (a minute or more there); it runs wherever a GPU is."""
+    return pytest.param(*values, marks=pytest.mark.skipif(
+        EMULATED, reason="too big for the CUDA emulator (minutes on the CPU); runs on a real GPU"))
+
 
 def to_device(array):
     return gpu.DeviceArray.from_numpy(np.ascontiguousarray(array))
@@ -199,8 +209,8 @@ def assert_same_instances(got, want, score_rtol=0.0):
 
 DEPLOYABLE_CASES = [
     # net (h, w), frame (h, w), resize, K
-    ((200, 256), (1080, 1920), "stretch", 100),
-    ((200, 256), (480, 640), "letterbox", 100),
+    gpu_only_case((200, 256), (1080, 1920), "stretch", 100),
+    gpu_only_case((200, 256), (480, 640), "letterbox", 100),
     ((128, 128), (300, 200), "letterbox", 20),
     ((96, 160), (64, 80), "stretch", 1),
 ]
@@ -251,8 +261,8 @@ def raw_logits(rng, q, classes, h, w):
 
 RAW_CASES = [
     # Q, C, net (h, w), frame (h, w), resize, no_object_index, topk
-    (100, 1, (256, 256), (1080, 1920), "stretch", 0, 100),
-    (100, 3, (192, 320), (480, 640), "letterbox", -1, 100),
+    gpu_only_case(100, 1, (256, 256), (1080, 1920), "stretch", 0, 100),
+    gpu_only_case(100, 3, (192, 320), (480, 640), "letterbox", -1, 100),
     (50, 80, (128, 128), (300, 400), "stretch", 80, 100),
     (20, 2, (96, 96), (96, 96), "letterbox", 0, 5),
 ]
@@ -445,7 +455,9 @@ def test_concurrent_postprocessing_on_two_streams_uses_separate_scratch():
             masks, scores, classes, want = inputs[i]
             d = [to_device(a) for a in (masks, scores, classes)]
             stream = gpu.Stream()
-            for _ in range(20):
+            # the emulator interleaves the two threads' launches too (one launch at a time), so a
+            # shared scratch would still show in a few rounds
+            for _ in range(3 if EMULATED else 20):
                 got = gpu.postprocess_deployable(*d, transform, stream=stream)
                 assert_same_instances(got, want)
         except Exception as exc:  # reported in the main thread
@@ -478,6 +490,22 @@ def test_device_array_copies_are_ordered_with_streams():
         d_frame.copy_from(frame, stream="not a stream")
     with pytest.raises(TypeError, match="argument 'stream'"):
         gpu.preprocess(d_frame, out, stream=object())
+
+
+@pytest.mark.skipif(not EMULATED, reason="only the CUDA emulation build has no GPU timings to give")
+def test_gpu_benchmark_refuses_the_emulation_build():
+    import os
+    import subprocess
+    import sys
+
+    from subprocess_env import SUBPROCESS_CWD, subprocess_env
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_gpu.py")
+    done = subprocess.run([sys.executable, script, "--repeat", "1"], cwd=SUBPROCESS_CWD, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "CUDA emulation build" in done.stderr
+    assert done.stdout == ""  # not even the device line: no timing at all
 
 
 # ---- zero-copy input from CuPy / PyTorch / DLPack ----------------------------------------------------

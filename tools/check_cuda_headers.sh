@@ -3,7 +3,8 @@
 # JetPack 6 (CUDA 12.2, 12.6) ship, without installing those toolkits: NVIDIA's PyPI wheels carry the
 # headers and libdevice but no nvcc, so the .cu files go through clang's CUDA front end (host and
 # device passes, sm_72 Xavier / sm_87 Orin) and the host .cpp files that include CUDA headers
-# through g++ 11 (JetPack's compilers are gcc 9 and 11). It is a syntax and API check: no code is
+# through g++ 11 (JetPack's compilers are gcc 9 and 11), as do the sources of the CUDA emulation build
+# (M2F_CUDA=EMULATE, tools/run_emulated_gpu_tests.sh). It is a syntax and API check: no code is
 # generated, nothing runs. Any warning or error in our files fails it.
 #   tools/check_cuda_headers.sh                 # CUDA 11.8 (the oldest on PyPI) and 12.6
 #   tools/check_cuda_headers.sh 11.8.89         # one version (a nvidia-cuda-runtime-cuXX release)
@@ -75,6 +76,14 @@ for version in "${versions[@]}"; do
       -isystem "$python_include" "${trt_flags[@]}" -Icsrc/include -Icsrc -DM2F_WITH_CUDA=1 -DM2F_VERSION='"check"' \
       -DM2F_CUDA_VERSION="\"$version\"" "$source" 2>&1 || true)"
     report "CUDA $version g++-11 $source" "$out"
+  done
+  # the CUDA emulation build (M2F_CUDA=EMULATE): kernels as C++, csrc/emulation/ as the runtime
+  for source in csrc/cuda/*.cu csrc/emulation/*.cpp; do
+    kernel_flags=()
+    [[ "$source" == *.cu ]] && kernel_flags=(-x c++ -include m2f/cuda/emulation.hpp)
+    out="$(g++-11 -std=c++17 -fsyntax-only -Wall -Wextra -isystem "$root/include" -Icsrc/include -Icsrc \
+      -DM2F_WITH_CUDA=1 -DM2F_CUDA_EMULATION=1 "${kernel_flags[@]}" "$source" 2>&1 || true)"
+    report "CUDA $version g++-11 emulation $source" "$out"
   done
 done
 exit $status

@@ -23,6 +23,12 @@ void bind_build_info(py::module_& m) {
         info["cuda"] = false;
         info["cuda_version"] = py::none();
 #endif
+#ifdef M2F_CUDA_EMULATION
+        // a test build whose kernels run on the CPU (M2F_CUDA=EMULATE), never a product build
+        info["cuda_emulation"] = true;
+#else
+        info["cuda_emulation"] = false;
+#endif
 #ifdef M2F_WITH_TENSORRT
         info["tensorrt"] = true;
         info["tensorrt_version"] = M2F_TENSORRT_VERSION;

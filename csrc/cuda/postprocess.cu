@@ -9,6 +9,7 @@
 #include <string>
 
 #include "m2f/cuda/check.hpp"
+#include "m2f/cuda/launch.hpp"
 #include "m2f/cuda/ops.hpp"
 #include "m2f/math/mask.hpp"
 
@@ -384,7 +385,7 @@ void prepare(PostprocessWorkspace& w, const ResizeTransform& t, int limit, int c
   w.picked.ensure(slots * sizeof(Picked));
   w.host_stats.ensure(4 * sizeof(int) + slots * (sizeof(InstanceStats) + sizeof(Picked)));
   M2F_CUDA_CHECK(cudaMemsetAsync(w.counters.data(), 0, 4 * sizeof(int), stream));
-  init_stats_kernel<<<blocks_for(static_cast<long long>(slots)), kThreads, 0, stream>>>(w.stats.as<InstanceStats>(),
+  M2F_LAUNCH(init_stats_kernel, blocks_for(static_cast<long long>(slots)), kThreads, stream)(w.stats.as<InstanceStats>(),
                                                                                         static_cast<int>(slots));
   M2F_CUDA_CHECK(cudaGetLastError());
 }
@@ -398,7 +399,7 @@ void launch_frame_masks(const Source& source, const int* order, const int* query
   const dim3 grid((t.frame_width + block.x - 1) / block.x,
                   static_cast<unsigned>(std::min((t.frame_height + static_cast<int>(block.y) - 1) / static_cast<int>(block.y), 65535)),
                   w.limit);
-  frame_mask_kernel<Source><<<grid, block, 0, stream>>>(source, order, query_of, query_divisor, count, w.limit, t,
+  M2F_LAUNCH(frame_mask_kernel<Source>, grid, block, stream)(source, order, query_of, query_divisor, count, w.limit, t,
                                                         w.masks.as<unsigned char>(), w.stats.as<InstanceStats>());
   M2F_CUDA_CHECK(cudaGetLastError());
 }
@@ -450,14 +451,14 @@ void enqueue_postprocess_deployable(const TensorView& masks, const TensorView& s
   prepare(w, transform, limit, k, stream);
   int* counters = w.counters.as<int>();
   if (k > 0) {
-    rank_kernel<<<blocks_for(k), kThreads, 0, stream>>>(GetVector{vector_of(scores)}, k, options.score_threshold,
+    M2F_LAUNCH(rank_kernel, blocks_for(k), kThreads, stream)(GetVector{vector_of(scores)}, k, options.score_threshold,
                                                         limit, w.order.as<int>(), counters);
     M2F_CUDA_CHECK(cudaGetLastError());
   }
   launch_frame_masks(DeployableMask{planes_of(masks)}, w.order.as<int>(), nullptr, 1, counters, transform, w,
                      stream);
   if (limit > 0) {
-    pick_deployable_kernel<<<blocks_for(limit), kThreads, 0, stream>>>(GetVector{vector_of(scores)},
+    M2F_LAUNCH(pick_deployable_kernel, blocks_for(limit), kThreads, stream)(GetVector{vector_of(scores)},
                                                                        vector_of(classes), w.order.as<int>(),
                                                                        counters, limit, w.picked.as<Picked>());
     M2F_CUDA_CHECK(cudaGetLastError());
@@ -516,35 +517,35 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
   M2F_CUDA_CHECK(cudaMemsetAsync(w.mask_pixels.data(), 0, cand * sizeof(unsigned long long), stream));
   if (queries == 0 || topk == 0) return;
 
-  softmax_kernel<<<blocks_for(queries), kThreads, 0, stream>>>(planes_of_2d(class_logits), queries, classes,
+  M2F_LAUNCH(softmax_kernel, blocks_for(queries), kThreads, stream)(planes_of_2d(class_logits), queries, classes,
                                                                no_object, w.probs.as<float>());
   M2F_CUDA_CHECK(cudaGetLastError());
   // Top-k over Q*C: every finite probability passes; ties keep the lower flat index first.
-  rank_kernel<<<blocks_for(flat), kThreads, 0, stream>>>(GetArray{w.probs.as<float>()}, flat, -FLT_MAX, topk,
+  M2F_LAUNCH(rank_kernel, blocks_for(flat), kThreads, stream)(GetArray{w.probs.as<float>()}, flat, -FLT_MAX, topk,
                                                          topk_order, counters);
   M2F_CUDA_CHECK(cudaGetLastError());
-  gather_candidates_kernel<<<blocks_for(topk), kThreads, 0, stream>>>(
+  M2F_LAUNCH(gather_candidates_kernel, blocks_for(topk), kThreads, stream)(
       w.probs.as<float>(), topk_order, counters, topk, w.candidate_probs.as<float>(), w.candidate_index.as<int>());
   M2F_CUDA_CHECK(cudaGetLastError());
   RawMask source{planes_of(mask_logits), transform.net_height, transform.net_width};
   const long long net_pixels = static_cast<long long>(transform.net_height) * transform.net_width;
   const dim3 score_grid(static_cast<unsigned>(std::min<long long>(blocks_for(net_pixels), 64)), topk);
-  mask_score_kernel<<<score_grid, kThreads, 0, stream>>>(source, w.candidate_index.as<int>(),
+  M2F_LAUNCH(mask_score_kernel, score_grid, kThreads, stream)(source, w.candidate_index.as<int>(),
                                                          w.candidate_probs.as<float>(), options.score_threshold,
                                                          counters, topk, classes,
                                                          w.sigmoid_sums.as<double>(),
                                                          w.mask_pixels.as<unsigned long long>());
   M2F_CUDA_CHECK(cudaGetLastError());
-  instance_score_kernel<<<blocks_for(topk), kThreads, 0, stream>>>(
+  M2F_LAUNCH(instance_score_kernel, blocks_for(topk), kThreads, stream)(
       w.candidate_probs.as<float>(), w.sigmoid_sums.as<double>(), w.mask_pixels.as<unsigned long long>(), counters,
       topk, w.scores.as<float>());
   M2F_CUDA_CHECK(cudaGetLastError());
-  rank_kernel<<<blocks_for(topk), kThreads, 0, stream>>>(GetCounted{w.scores.as<float>(), counters, topk}, topk,
+  M2F_LAUNCH(rank_kernel, blocks_for(topk), kThreads, stream)(GetCounted{w.scores.as<float>(), counters, topk}, topk,
                                                          options.score_threshold, limit, kept_order, counters + 1);
   M2F_CUDA_CHECK(cudaGetLastError());
   launch_frame_masks(source, kept_order, w.candidate_index.as<int>(), classes, counters + 1, transform, w, stream);
   if (limit > 0) {
-    pick_raw_kernel<<<blocks_for(limit), kThreads, 0, stream>>>(w.scores.as<float>(), w.candidate_index.as<int>(),
+    M2F_LAUNCH(pick_raw_kernel, blocks_for(limit), kThreads, stream)(w.scores.as<float>(), w.candidate_index.as<int>(),
                                                                 classes, kept_order, counters + 1, limit,
                                                                 w.picked.as<Picked>());
     M2F_CUDA_CHECK(cudaGetLastError());
@@ -616,7 +617,7 @@ void instance_map(const TensorView& masks, const TensorView& out, cudaStream_t s
   require_gpu(out, "out");
   require(masks.shape[0] <= INT_MAX, "masks: too many instances");
   if (masks.shape[1] == 0 || masks.shape[2] == 0) return;
-  instance_map_kernel<<<grid_stride_blocks(masks.shape[1] * masks.shape[2]), kThreads, 0, stream>>>(
+  M2F_LAUNCH(instance_map_kernel, grid_stride_blocks(masks.shape[1] * masks.shape[2]), kThreads, stream)(
       planes_of(masks), static_cast<int>(masks.shape[0]), static_cast<int*>(out.data));
   M2F_CUDA_CHECK(cudaGetLastError());
 }
@@ -637,7 +638,7 @@ void pack_masks(const TensorView& masks, const TensorView& out, cudaStream_t str
   require_gpu(masks, "masks");
   require_gpu(out, "out");
   if (masks.shape[0] == 0 || masks.shape[1] == 0 || packed_width == 0) return;
-  pack_kernel<<<grid_stride_blocks(masks.shape[0] * masks.shape[1] * packed_width), kThreads, 0, stream>>>(
+  M2F_LAUNCH(pack_kernel, grid_stride_blocks(masks.shape[0] * masks.shape[1] * packed_width), kThreads, stream)(
       planes_of(masks), masks.shape[0], static_cast<int>(packed_width), static_cast<unsigned char*>(out.data));
   M2F_CUDA_CHECK(cudaGetLastError());
 }

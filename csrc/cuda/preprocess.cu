@@ -8,6 +8,7 @@
 #include <string>
 
 #include "m2f/cuda/check.hpp"
+#include "m2f/cuda/launch.hpp"
 #include "m2f/cuda/ops.hpp"
 #include "m2f/math/resize.hpp"
 
@@ -151,10 +152,10 @@ std::vector<ResizeTransform> preprocess(const std::vector<TensorView>& frames, c
     const dim3 grid((net_w + block.x - 1) / block.x, std::min((net_h + 7) / 8, 65535));
     char* sample = static_cast<char*>(out.data) + static_cast<std::int64_t>(b) * sample_bytes;
     if (out.dtype == DType::float32)
-      preprocess_kernel<float><<<grid, block, 0, stream>>>(frame, net, reinterpret_cast<float*>(sample));
+      M2F_LAUNCH(preprocess_kernel<float>, grid, block, stream)(frame, net, reinterpret_cast<float*>(sample));
     else
-      preprocess_kernel<unsigned short><<<grid, block, 0, stream>>>(frame, net,
-                                                                    reinterpret_cast<unsigned short*>(sample));
+      M2F_LAUNCH(preprocess_kernel<unsigned short>, grid, block, stream)(frame, net,
+                                                                         reinterpret_cast<unsigned short*>(sample));
     M2F_CUDA_CHECK(cudaGetLastError());
   }
   return transforms;

@@ -1,0 +1,392 @@
+// The CUDA runtime of the emulation build (see m2f/cuda/emulation.hpp): the calls m2f_edge makes,
+// with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls: CUDA graphs
+// and stream capture belong to the TensorRT pipeline, which the emulation build leaves out. Work runs when it is
+// enqueued, so streams and events are always complete. It is strict where CUDA is: copies name the
+// right memory kinds and stay inside their allocations, handles must be live, fresh device memory
+// holds garbage (0xCD bytes) rather than zeros, and a launch outside CUDA's limits is refused.
+//
+// Environment:
+//   M2F_EMULATED_GPU=discrete (default) | integrated (a Jetson-like device: integrated, can map
+//     host memory) | none (cudaGetDeviceCount fails with cudaErrorNoDevice)
+//   M2F_EMULATED_GPU_MEMORY=BYTES: device memory size (default 8 GiB), for out-of-memory paths
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "emulation/runtime_state.hpp"
+
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  unsigned flags = 0;
+  bool recorded = false;
+  std::chrono::steady_clock::time_point time;
+};
+
+namespace m2f::emulation {
+namespace {
+
+enum class Memory { device, pinned_host };
+
+struct Allocation {
+  std::size_t size;
+  Memory kind;
+};
+
+struct Runtime {
+  std::mutex mutex;
+  std::map<const char*, Allocation> allocations;  // by start address
+  std::set<cudaStream_t> streams;
+  std::set<cudaEvent_t> events;
+  std::size_t device_bytes_in_use = 0;
+};
+Runtime& runtime() {
+  static Runtime* state = new Runtime;  // never destroyed: frees may come from other objects' destructors at exit
+  return *state;
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local int current_device = 0;
+
+cudaError_t fail(cudaError_t status) {
+  set_last_error(status);
+  return status;
+}
+
+std::string emulated_kind() {
+  const char* value = std::getenv("M2F_EMULATED_GPU");
+  return value && *value ? value : "discrete";
+}
+
+std::size_t device_memory_size() {
+  const char* value = std::getenv("M2F_EMULATED_GPU_MEMORY");
+  if (value && *value) return static_cast<std::size_t>(std::strtoull(value, nullptr, 10));
+  return std::size_t{8} << 30;
+}
+
+// The allocation holding [p, p + bytes), or nullptr. Caller holds the mutex.
+const Allocation* find_allocation(const void* p, std::size_t bytes, bool& inside) {
+  inside = false;
+  const char* c = static_cast<const char*>(p);
+  auto& allocations = runtime().allocations;
+  auto it = allocations.upper_bound(c);
+  if (it == allocations.begin()) return nullptr;
+  --it;
+  const std::size_t offset = static_cast<std::size_t>(c - it->first);
+  if (offset >= std::max<std::size_t>(it->second.size, 1)) return nullptr;
+  inside = bytes <= it->second.size - offset;
+  return &it->second;
+}
+
+// Device-accessible memory: device allocations and page-locked host memory (mapped everywhere under
+// unified addressing). Pageable host memory is not.
+cudaError_t check_device_side(const void* p, std::size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  if (find_allocation(p, bytes, inside) == nullptr) return cudaErrorInvalidValue;
+  return inside ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+cudaError_t check_any_side(const void* p, std::size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (p == nullptr) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  if (find_allocation(p, bytes, inside) != nullptr && !inside) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
+  cudaError_t status = cudaSuccess;
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind != cudaMemcpyHostToHost && kind != cudaMemcpyDefault && !dst_device && !src_device)
+    return fail(cudaErrorInvalidMemcpyDirection);
+  if ((status = dst_device ? check_device_side(dst, count) : check_any_side(dst, count)) != cudaSuccess)
+    return fail(status);
+  if ((status = src_device ? check_device_side(src, count) : check_any_side(src, count)) != cudaSuccess)
+    return fail(status);
+  if (count) std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t allocate(void** p, std::size_t size, Memory kind) {
+  if (p == nullptr) return fail(cudaErrorInvalidValue);
+  *p = nullptr;
+  if (size == 0) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  if (kind == Memory::device && size > device_memory_size() - std::min(device_memory_size(), runtime().device_bytes_in_use))
+    return fail(cudaErrorMemoryAllocation);
+  // The exact size, not rounded up to the alignment as a GPU allocator does: under AddressSanitizer
+  // (tools/run_emulated_gpu_tests.sh with M2F_EMULATION_SANITIZE=1) a kernel reading one byte past
+  // its buffer is reported, which a GPU's allocation granularity would hide.
+  void* memory = nullptr;
+  if (posix_memalign(&memory, 256, size) != 0) return fail(cudaErrorMemoryAllocation);
+  std::memset(memory, 0xCD, size);
+  runtime().allocations.emplace(static_cast<const char*>(memory), Allocation{size, kind});
+  if (kind == Memory::device) runtime().device_bytes_in_use += size;
+  *p = memory;
+  return cudaSuccess;
+}
+
+cudaError_t release(void* p, Memory kind) {
+  if (p == nullptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  auto it = runtime().allocations.find(static_cast<const char*>(p));
+  if (it == runtime().allocations.end() || it->second.kind != kind) return fail(cudaErrorInvalidValue);
+  if (kind == Memory::device) runtime().device_bytes_in_use -= it->second.size;
+  runtime().allocations.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+// Streams and events: live from create to destroy; a stale or foreign handle is refused.
+template <typename Handle>
+cudaError_t register_handle(std::set<Handle> Runtime::*live, Handle* out, Handle handle) {
+  *out = handle;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  (runtime().*live).insert(handle);
+  return cudaSuccess;
+}
+
+template <typename Handle>
+cudaError_t destroy_handle(std::set<Handle> Runtime::*live, Handle handle) {
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  if ((runtime().*live).erase(handle) == 0) return fail(cudaErrorInvalidResourceHandle);
+  delete handle;
+  return cudaSuccess;
+}
+
+bool event_is_live(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  return runtime().events.count(event) != 0;
+}
+
+}  // namespace
+
+void set_last_error(cudaError_t status) noexcept {
+  if (status != cudaSuccess) last_error = status;
+}
+
+bool stream_is_usable(cudaStream_t stream) noexcept {
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return true;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  return runtime().streams.count(stream) != 0;
+}
+
+}  // namespace m2f::emulation
+
+using m2f::emulation::fail;
+using m2f::emulation::runtime;
+using m2f::emulation::stream_is_usable;
+
+// ---- errors ----------------------------------------------------------------------------------------
+
+cudaError_t cudaGetLastError(void) { return std::exchange(m2f::emulation::last_error, cudaSuccess); }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorNotReady: return "device not ready";
+    default: return "unknown error";
+  }
+}
+
+// ---- devices ---------------------------------------------------------------------------------------
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == nullptr) return fail(cudaErrorInvalidValue);
+  *count = 0;
+  if (m2f::emulation::emulated_kind() == "none") return fail(cudaErrorNoDevice);
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (device == nullptr) return fail(cudaErrorInvalidValue);
+  *device = m2f::emulation::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0 || m2f::emulation::emulated_kind() == "none") return fail(cudaErrorInvalidDevice);
+  m2f::emulation::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (prop == nullptr) return fail(cudaErrorInvalidValue);
+  if (device != 0 || m2f::emulation::emulated_kind() == "none") return fail(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  const bool integrated = m2f::emulation::emulated_kind() == "integrated";
+  const std::string name = std::string("m2f_edge CUDA emulator (kernels on the CPU, ") +
+                           (integrated ? "integrated" : "discrete") + " GPU model)";
+  std::strncpy(prop->name, name.c_str(), sizeof prop->name - 1);
+  prop->totalGlobalMem = m2f::emulation::device_memory_size();
+  prop->major = integrated ? 8 : 9;
+  prop->minor = integrated ? 7 : 0;
+  prop->multiProcessorCount = 1;
+  prop->maxThreadsPerBlock = 1024;
+  prop->warpSize = 32;
+  prop->integrated = integrated ? 1 : 0;
+  prop->canMapHostMemory = 1;
+  prop->unifiedAddressing = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int* version) {
+  if (version == nullptr) return fail(cudaErrorInvalidValue);
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+// ---- memory ----------------------------------------------------------------------------------------
+
+cudaError_t cudaMalloc(void** p, size_t size) { return m2f::emulation::allocate(p, size, m2f::emulation::Memory::device); }
+cudaError_t cudaFree(void* p) { return m2f::emulation::release(p, m2f::emulation::Memory::device); }
+cudaError_t cudaHostAlloc(void** p, size_t size, unsigned int flags) {
+  if (flags & ~0x7u) return fail(cudaErrorInvalidValue);
+  return m2f::emulation::allocate(p, size, m2f::emulation::Memory::pinned_host);
+}
+cudaError_t cudaFreeHost(void* p) { return m2f::emulation::release(p, m2f::emulation::Memory::pinned_host); }
+
+cudaError_t cudaHostGetDevicePointer(void** device_pointer, void* host_pointer, unsigned int flags) {
+  if (device_pointer == nullptr || flags != 0) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  const m2f::emulation::Allocation* a = m2f::emulation::find_allocation(host_pointer, 1, inside);
+  if (a == nullptr || a->kind != m2f::emulation::Memory::pinned_host) return fail(cudaErrorInvalidValue);
+  *device_pointer = host_pointer;
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* p) {
+  if (attributes == nullptr) return fail(cudaErrorInvalidValue);
+  *attributes = cudaPointerAttributes{};
+  attributes->type = cudaMemoryTypeUnregistered;
+  attributes->device = -2;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  const m2f::emulation::Allocation* a = m2f::emulation::find_allocation(p, 1, inside);
+  if (a == nullptr) return cudaSuccess;
+  attributes->device = 0;
+  attributes->devicePointer = const_cast<void*>(p);
+  if (a->kind == m2f::emulation::Memory::device) {
+    attributes->type = cudaMemoryTypeDevice;
+  } else {
+    attributes->type = cudaMemoryTypeHost;
+    attributes->hostPointer = const_cast<void*>(p);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  return m2f::emulation::copy(dst, src, count, kind);
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  return m2f::emulation::copy(dst, src, count, kind);
+}
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream) {
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  const cudaError_t status = m2f::emulation::check_device_side(p, count);
+  if (status != cudaSuccess) return fail(status);
+  if (count) std::memset(p, value, count);
+  return cudaSuccess;
+}
+
+// ---- streams and events ----------------------------------------------------------------------------
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  if (stream == nullptr || (flags & ~1u)) return fail(cudaErrorInvalidValue);
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::streams, stream, new CUstream_st{flags});
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::streams, stream);
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  return stream_is_usable(stream) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+  if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
+  return flags == 0 || flags == 1 ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  if (event == nullptr || (flags & ~0x7u)) return fail(cudaErrorInvalidValue);
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::events, event, new CUevent_st{flags, false, {}});
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::events, event);
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
+  event->recorded = true;
+  event->time = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return m2f::emulation::event_is_live(event) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == nullptr) return fail(cudaErrorInvalidValue);
+  if (!m2f::emulation::event_is_live(start) || !m2f::emulation::event_is_live(end) || !start->recorded ||
+      !end->recorded || ((start->flags | end->flags) & cudaEventDisableTiming))
+    return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
+  return cudaSuccess;
+}

@@ -1,0 +1,151 @@
+// The CUDA emulation build (M2F_CUDA=EMULATE): the .cu files compiled as plain C++ against the
+// CUDA headers, with a CUDA runtime (csrc/emulation/runtime.cpp) that keeps "device" memory in host
+// memory and runs each kernel on the CPU, every thread of every block. It exists so that the GPU
+// tests (every kernel against its CPU twin) execute on machines without a GPU, in CI included: it
+// checks the kernels' indexing, launch configurations, guards and reductions, and the host code
+// around them. It cannot check timing, races, memory coherence or the device's float intrinsics
+// (device code takes the same host paths of the m2f/math headers as the CPU twins). Never shipped:
+// a package build picks it only when asked by name.
+//
+// This header is force-included (-include) before anything else in the .cu files, so that its
+// qualifiers come before CUDA's host_defines.h, which keeps those already defined.
+#pragma once
+
+#if !defined(M2F_CUDA_EMULATION)
+#error "m2f/cuda/emulation.hpp belongs to the CUDA emulation build (M2F_CUDA=EMULATE) only"
+#endif
+
+#define __host__
+#define __device__
+#define __global__
+// Launches run one at a time (run_grid holds a process-wide lock), their blocks one after another,
+// a block's threads as fibers of one host thread: one static copy is one copy per running block.
+#define __shared__ static
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace m2f::emulation {
+
+// What threadIdx, blockIdx, blockDim and gridDim read in the thread now running.
+struct KernelThread {
+  uint3 thread_index{};
+  uint3 block_index{};
+  dim3 block_dim;
+  dim3 grid_dim;
+};
+// Plain (not thread_local) for speed: kernels read it at every threadIdx, and launches never overlap.
+inline KernelThread current_thread;
+
+using ThreadBody = void (*)(const void* context);
+
+// Checks the launch as CUDA does (configuration limits, stream handle), then runs body once per
+// thread of grid x block before returning, one launch at a time in the process. A failure becomes the calling thread's last error, read
+// by cudaGetLastError as after <<<...>>>. `site` tells one launch site from another: whether its
+// threads meet at __syncthreads, which decides if they need fibers, is learnt once per site.
+void run_grid(const void* site, dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, const void* context);
+
+// __syncthreads: suspends the calling thread's fiber until every thread of its block arrives.
+void sync_block_threads();
+
+template <typename Call>
+class Launch {
+ public:
+  Launch(Call call, dim3 grid, dim3 block, cudaStream_t stream)
+      : call_(call), grid_(grid), block_(block), stream_(stream) {}
+
+  template <typename... Arguments>
+  void operator()(Arguments&&... arguments) const {
+    // Evaluated and copied once, at the launch, as CUDA copies kernel parameters.
+    using Parameters = std::tuple<std::decay_t<Arguments>...>;
+    Parameters parameters(std::forward<Arguments>(arguments)...);
+    struct Context {
+      const Call* call;
+      Parameters* parameters;
+    } context{&call_, &parameters};
+    run_grid(
+        site(), grid_, block_, stream_,
+        [](const void* p) {
+          const Context& c = *static_cast<const Context*>(p);
+          std::apply(*c.call, *c.parameters);
+        },
+        &context);
+  }
+
+ private:
+  static const void* site() {
+    static const char tag = 0;
+    return &tag;
+  }
+
+  Call call_;
+  dim3 grid_, block_;
+  cudaStream_t stream_;
+};
+
+template <typename Word, typename Value, typename Update>
+Value atomic_update(Value* address, Update update) {
+  static_assert(sizeof(Word) == sizeof(Value), "atomic word size");
+  Word* word = reinterpret_cast<Word*>(address);
+  Word expected = __atomic_load_n(word, __ATOMIC_RELAXED);
+  for (;;) {
+    Value old;
+    std::memcpy(&old, &expected, sizeof old);
+    const Value desired_value = update(old);
+    Word desired;
+    std::memcpy(&desired, &desired_value, sizeof desired);
+    if (__atomic_compare_exchange_n(word, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old;
+  }
+}
+
+}  // namespace m2f::emulation
+
+#define threadIdx (::m2f::emulation::current_thread.thread_index)
+#define blockIdx (::m2f::emulation::current_thread.block_index)
+#define blockDim (::m2f::emulation::current_thread.block_dim)
+#define gridDim (::m2f::emulation::current_thread.grid_dim)
+
+inline void __syncthreads() { ::m2f::emulation::sync_block_threads(); }
+
+// The device functions the kernels call that have no host twin in the CUDA headers.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+inline float __int_as_float(int bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+inline unsigned __float_as_uint(float value) {
+  unsigned bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+// Atomics: launches never overlap, but real ones cost little and keep the kernels' intent.
+inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value) {
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+inline float atomicAdd(float* address, float value) {
+  return ::m2f::emulation::atomic_update<std::uint32_t>(address, [value](float old) { return old + value; });
+}
+inline double atomicAdd(double* address, double value) {
+  return ::m2f::emulation::atomic_update<std::uint64_t>(address, [value](double old) { return old + value; });
+}
+inline int atomicMin(int* address, int value) {
+  return ::m2f::emulation::atomic_update<int>(address, [value](int old) { return value < old ? value : old; });
+}
+inline int atomicMax(int* address, int value) {
+  return ::m2f::emulation::atomic_update<int>(address, [value](int old) { return value > old ? value : old; });
+}
