@@ -7,6 +7,8 @@
 #   M2F_EMULATED_GPU=integrated tools/run_emulated_gpu_tests.sh   # a Jetson-like device model
 #   M2F_EMULATION_SANITIZE=1 tools/run_emulated_gpu_tests.sh      # under AddressSanitizer and UBSan:
 #     a kernel that reads or writes outside its buffers, or a misaligned or overflowing access, fails
+#   M2F_EMULATION_REVERSE_THREADS=1 ...   # each block's threads from last to first
+#   M2F_EMULATION_ALL_CASES=1 ...         # also the cases that take minutes each on a CPU
 # Needs cmake, ninja, pybind11 and the CUDA headers (a CUDA toolkit; nvcc itself is not used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,7 @@ package_copy="$root/build/emulated$suffix"
 build="$root/build/cmake-emulated$suffix"
 sanitizer_flags=()
 if [ "$sanitize" = 1 ]; then
-  sanitizer_flags=(-DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
+  sanitizer_flags=(-DCMAKE_CXX_FLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
                    -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=address,undefined")
 fi
 

@@ -1,22 +1,31 @@
-// Runs an emulated kernel launch (m2f/cuda/emulation.hpp) on the calling host thread. Threads of a
-// block that meet at __syncthreads run as fibers, switched only at the barrier; a launch site whose
-// first block never reaches a barrier runs its threads as plain calls. On x86-64 the fibers switch
-// with six saved registers (a few nanoseconds); ucontext's swapcontext, used elsewhere, makes a
-// system call per switch, which made the barrier kernels a hundred times slower. Launch checks
-// follow CUDA's limits, so a configuration that a GPU refuses (a zero or too-large grid, too many
-// threads) is refused here too.
+// Runs an emulated kernel launch (m2f/cuda/emulation.hpp) on the calling host thread, one block
+// after another. Each block starts its first thread as a fiber: if that thread reaches
+// __syncthreads, the whole block runs as fibers switched at the barrier, else the other threads
+// run as plain calls (CUDA requires a barrier to be reached by all of a block's threads or by none,
+// so a later thread reaching one is reported as a divergent barrier). On x86-64 the fibers switch
+// with six saved registers; ucontext's swapcontext, used elsewhere, makes a system call per switch.
+// Launch checks follow CUDA's grid and block dimension limits (not its per-kernel resource limits:
+// registers and shared memory are not modelled).
+//
+// A block's threads run in index order, or from last to first with M2F_EMULATION_REVERSE_THREADS=1:
+// a read of another thread's write with no barrier between them then sees the old value in one of
+// the two orders, as some schedule on a GPU would.
 // emulation.hpp first: its qualifiers must come before CUDA's headers
 #include "m2f/cuda/emulation.hpp"
 
+#include <sys/mman.h>
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
+#include <new>
 #include <vector>
 
 #include "emulation/runtime_state.hpp"
@@ -27,23 +36,25 @@ namespace {
 constexpr std::size_t kFiberStackBytes = 64 * 1024;
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 
-enum class FiberState : unsigned char { running, waiting, finished };
+// ready: runs in the current round; waiting: at a barrier until every thread is.
+enum class FiberState : unsigned char { ready, waiting, finished };
 
 void fiber_main();
 
 #if defined(__x86_64__)
 // A suspended fiber is its stack pointer; the callee-saved registers (System V) sit on its stack.
 // Floating-point control state is the same in every fiber (kernels never change it), so not saved.
+// This file is built without CET (-fcf-protection=none): the switch returns onto another stack.
 struct FiberContext {
   void* stack_pointer = nullptr;
 };
 extern "C" void m2f_emulation_switch(void** save_stack_pointer, void* load_stack_pointer);
 asm(R"(
-  .text
-  .p2align 4
+  .pushsection .text
   .globl m2f_emulation_switch
   .hidden m2f_emulation_switch
   .type m2f_emulation_switch, @function
+  .p2align 4
 m2f_emulation_switch:
   pushq %rbp
   pushq %rbx
@@ -61,13 +72,14 @@ m2f_emulation_switch:
   popq %rbp
   ret
   .size m2f_emulation_switch, .-m2f_emulation_switch
+  .popsection
 )");
 
 void start_fiber(FiberContext& fiber, char* stack, std::size_t bytes, FiberContext&) {
   auto* top = reinterpret_cast<std::uintptr_t*>(reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t{15});
   *--top = 0;  // fiber_main's return address slot: it never returns; keeps the ABI's entry alignment
   *--top = reinterpret_cast<std::uintptr_t>(&fiber_main);  // where the switch's ret lands
-  for (int r = 0; r < 6; ++r) *--top = 0;  // rbp, rbx, r12-r15
+  for (int r = 0; r < 6; ++r) *--top = 0;                  // rbp, rbx, r12-r15
   fiber.stack_pointer = top;
 }
 void switch_fiber(FiberContext& from, FiberContext& to) { m2f_emulation_switch(&from.stack_pointer, to.stack_pointer); }
@@ -85,81 +97,128 @@ void start_fiber(FiberContext& fiber, char* stack, std::size_t bytes, FiberConte
 void switch_fiber(FiberContext& from, FiberContext& to) { swapcontext(&from.context, &to.context); }
 #endif
 
-// The block now running on this host thread, when its threads are fibers.
+// A fiber's stack, with an inaccessible page below it: an overflow faults instead of corrupting
+// the heap.
+class FiberStack {
+ public:
+  FiberStack() {
+    guard_ = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    void* memory = mmap(nullptr, guard_ + kFiberStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw std::bad_alloc();
+    base_ = static_cast<char*>(memory);
+    mprotect(base_, guard_, PROT_NONE);
+  }
+  ~FiberStack() {
+    if (base_) munmap(base_, guard_ + kFiberStackBytes);
+  }
+  FiberStack(const FiberStack&) = delete;
+  FiberStack& operator=(const FiberStack&) = delete;
+  char* usable() const { return base_ + guard_; }
+
+ private:
+  char* base_ = nullptr;
+  std::size_t guard_ = 0;
+};
+
+// The block now running. Not thread_local: launches hold launch_mutex(), one at a time, and a
+// thread_local costs a function call per use in a shared library.
 struct FiberBlock {
   FiberContext scheduler;
   std::vector<FiberContext> contexts;
-  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<std::unique_ptr<FiberStack>> stacks;
   std::vector<KernelThread> threads;
   std::vector<FiberState> states;
+  std::vector<int> barrier_lines;  // where each waiting thread waits
   ThreadBody body = nullptr;
   const void* body_context = nullptr;
-  int running = -1;
-  bool barrier_seen = false;
+  unsigned running = 0;
+  bool in_fiber = false;
+  bool divergent = false;  // a barrier not reached by all threads of a block, or not the same one
 };
-// Not thread_local: launches hold launch_mutex, one at a time, and thread_local costs a call per use
-// in a shared library.
-std::mutex launch_mutex;
-FiberBlock fiber_block;
-bool in_fiber = false;
-bool unsuspendable_barrier = false;
+// Never destroyed: a launch may come from another object's destructor at exit.
+FiberBlock& fiber_block() {
+  static FiberBlock* block = new FiberBlock;
+  return *block;
+}
+std::mutex& launch_mutex() {
+  static std::mutex* mutex = new std::mutex;
+  return *mutex;
+}
+
+bool reverse_thread_order() {
+  static const bool reverse = [] {
+    const char* value = std::getenv("M2F_EMULATION_REVERSE_THREADS");
+    return value != nullptr && std::strcmp(value, "1") == 0;
+  }();
+  return reverse;
+}
 
 // Never returns: a finished fiber hands control back to the scheduler, which never resumes it.
 void fiber_main() {
-  FiberBlock& block = fiber_block;
+  FiberBlock& block = fiber_block();
   block.body(block.body_context);
   block.states[block.running] = FiberState::finished;
   switch_fiber(block.contexts[block.running], block.scheduler);
 }
 
-// Runs one block's threads as fibers, round after round, each round ending at a barrier that every
-// thread has reached. Returns false if some threads finished while others wait at a barrier (CUDA
-// leaves that undefined; on a GPU it hangs or corrupts the block's shared memory).
-bool run_block_as_fibers(const std::vector<KernelThread>& threads, ThreadBody body, const void* context,
-                         bool& barrier_seen) {
-  FiberBlock& block = fiber_block;
-  const std::size_t count = threads.size();
-  block.contexts.resize(count);
-  while (block.stacks.size() < count) block.stacks.emplace_back(new char[kFiberStackBytes]);
-  block.threads = threads;
-  block.states.assign(count, FiberState::running);
-  block.body = body;
-  block.body_context = context;
-  block.barrier_seen = false;
-  for (std::size_t t = 0; t < count; ++t)
-    start_fiber(block.contexts[t], block.stacks[t].get(), kFiberStackBytes, block.scheduler);
-  in_fiber = true;
-  bool uniform = true;
-  for (;;) {
-    std::size_t finished = 0, waiting = 0;
-    for (std::size_t t = 0; t < count; ++t) {
-      if (block.states[t] == FiberState::finished) continue;
-      block.states[t] = FiberState::running;
-      block.running = static_cast<int>(t);
-      current_thread = block.threads[t];
-      switch_fiber(block.scheduler, block.contexts[t]);
-    }
-    for (FiberState s : block.states) (s == FiberState::finished ? finished : waiting) += 1;
-    if (waiting == 0) break;
-    if (finished != 0) {
-      uniform = false;
-      // let the waiting ones run on, so the block ends; the launch reports the failure
-      for (FiberState& s : block.states)
-        if (s == FiberState::waiting) s = FiberState::running;
-    }
-  }
-  in_fiber = false;
-  barrier_seen = block.barrier_seen;
-  return uniform;
+void resume(FiberBlock& block, unsigned t) {
+  block.running = t;
+  current_thread = block.threads[t];
+  block.in_fiber = true;
+  switch_fiber(block.scheduler, block.contexts[t]);
+  block.in_fiber = false;
 }
 
-struct SiteRegistry {
-  std::mutex mutex;
-  std::unordered_map<const void*, bool> uses_barriers;  // absent: not yet learnt
-};
-SiteRegistry& sites() {
-  static SiteRegistry* registry = new SiteRegistry;  // never destroyed: kernels may run at exit
-  return *registry;
+void run_block(const KernelThread& base, ThreadBody body, const void* context) {
+  FiberBlock& block = fiber_block();
+  const dim3 dims = base.block_dim;
+  const unsigned count = dims.x * dims.y * dims.z;
+  block.threads.resize(count);
+  for (unsigned t = 0; t < count; ++t) {
+    block.threads[t] = base;
+    block.threads[t].thread_index = uint3{t % dims.x, (t / dims.x) % dims.y, t / (dims.x * dims.y)};
+  }
+  const bool reverse = reverse_thread_order();
+  auto nth = [&](unsigned k) { return reverse ? count - 1 - k : k; };
+  block.body = body;
+  block.body_context = context;
+  block.contexts.resize(count);
+  while (block.stacks.size() < count) block.stacks.push_back(std::make_unique<FiberStack>());
+  block.states.assign(count, FiberState::ready);
+  block.barrier_lines.assign(count, 0);
+
+  // The first thread as a fiber: does this block meet at barriers?
+  const unsigned first = nth(0);
+  start_fiber(block.contexts[first], block.stacks[first]->usable(), kFiberStackBytes, block.scheduler);
+  resume(block, first);
+  if (block.states[first] == FiberState::finished) {
+    for (unsigned k = 1; k < count; ++k) {  // no barrier: plain calls (one reached now is divergent)
+      current_thread = block.threads[nth(k)];
+      body(context);
+    }
+    return;
+  }
+  for (unsigned k = 1; k < count; ++k)
+    start_fiber(block.contexts[nth(k)], block.stacks[nth(k)]->usable(), kFiberStackBytes, block.scheduler);
+  for (;;) {  // rounds: every ready thread runs to the next barrier or to its end
+    for (unsigned k = 0; k < count; ++k)
+      if (block.states[nth(k)] == FiberState::ready) resume(block, nth(k));
+    unsigned finished = 0, waiting = 0;
+    int line = -1;
+    for (unsigned t = 0; t < count; ++t) {
+      if (block.states[t] == FiberState::finished) {
+        ++finished;
+        continue;
+      }
+      ++waiting;
+      if (line == -1) line = block.barrier_lines[t];
+      if (block.barrier_lines[t] != line) block.divergent = true;  // different __syncthreads
+    }
+    if (waiting == 0) return;
+    if (finished != 0) block.divergent = true;  // some ended, the others wait: undefined in CUDA
+    for (FiberState& s : block.states)          // release the barrier (and let a divergent block end)
+      if (s == FiberState::waiting) s = FiberState::ready;
+  }
 }
 
 bool valid_configuration(dim3 grid, dim3 block) {
@@ -171,81 +230,50 @@ bool valid_configuration(dim3 grid, dim3 block) {
 
 }  // namespace
 
-void sync_block_threads() {
-  if (!in_fiber) {
-    // a launch site whose first block had no barrier reached one in a later block
-    unsuspendable_barrier = true;
+void sync_block_threads(int line) {
+  FiberBlock& block = fiber_block();
+  if (!block.in_fiber) {  // a plain call: the block's first thread finished without this barrier
+    block.divergent = true;
     return;
   }
-  FiberBlock& block = fiber_block;
-  block.barrier_seen = true;
-  const int t = block.running;
+  const unsigned t = block.running;
   block.states[t] = FiberState::waiting;
+  block.barrier_lines[t] = line;
   switch_fiber(block.contexts[t], block.scheduler);
 }
 
-void run_grid(const void* site, dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, const void* context) {
-  if (!valid_configuration(grid, block)) {
+void run_grid(dim3 grid, dim3 block_dim, cudaStream_t stream, ThreadBody body, const void* context) {
+  if (const cudaError_t refused = launch_refusal(stream); refused != cudaSuccess) {
+    set_last_error(refused);
+    return;
+  }
+  if (!valid_configuration(grid, block_dim)) {
     std::fprintf(stderr,
                  "m2f_edge CUDA emulator: launch refused, grid (%u, %u, %u) block (%u, %u, %u) is outside CUDA's "
                  "limits\n",
-                 grid.x, grid.y, grid.z, block.x, block.y, block.z);
+                 grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
     set_last_error(cudaErrorInvalidConfiguration);
     return;
   }
-  if (!stream_is_usable(stream)) {
-    set_last_error(cudaErrorInvalidResourceHandle);
-    return;
-  }
-  std::lock_guard<std::mutex> launch_lock(launch_mutex);
-  int known = -1;  // -1 not learnt, 0 no barriers, 1 barriers
-  {
-    std::lock_guard<std::mutex> lock(sites().mutex);
-    auto it = sites().uses_barriers.find(site);
-    if (it != sites().uses_barriers.end()) known = it->second ? 1 : 0;
-  }
+  std::lock_guard<std::mutex> lock(launch_mutex());
+  FiberBlock& fibers = fiber_block();
+  fibers.divergent = false;
   const KernelThread saved = current_thread;
-  std::vector<KernelThread> threads;
-  bool uniform_barriers = true;
-  unsuspendable_barrier = false;
+  KernelThread base;
+  base.block_dim = block_dim;
+  base.grid_dim = grid;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        KernelThread thread;
-        thread.block_index = uint3{bx, by, bz};
-        thread.block_dim = block;
-        thread.grid_dim = grid;
-        if (known == 0) {
-          for (unsigned tz = 0; tz < block.z; ++tz)
-            for (unsigned ty = 0; ty < block.y; ++ty)
-              for (unsigned tx = 0; tx < block.x; ++tx) {
-                thread.thread_index = uint3{tx, ty, tz};
-                current_thread = thread;
-                body(context);
-              }
-          continue;
-        }
-        threads.clear();
-        for (unsigned tz = 0; tz < block.z; ++tz)
-          for (unsigned ty = 0; ty < block.y; ++ty)
-            for (unsigned tx = 0; tx < block.x; ++tx) {
-              thread.thread_index = uint3{tx, ty, tz};
-              threads.push_back(thread);
-            }
-        bool barrier_seen = false;
-        uniform_barriers = run_block_as_fibers(threads, body, context, barrier_seen) && uniform_barriers;
-        if (known == -1) {
-          known = barrier_seen ? 1 : 0;
-          std::lock_guard<std::mutex> lock(sites().mutex);
-          sites().uses_barriers.emplace(site, barrier_seen);
-        }
+        base.block_index = uint3{bx, by, bz};
+        run_block(base, body, context);
       }
   current_thread = saved;
-  if (!uniform_barriers || unsuspendable_barrier) {
+  if (fibers.divergent) {
     std::fprintf(stderr,
-                 "m2f_edge CUDA emulator: __syncthreads was not reached by every thread of a block (grid (%u, %u, "
-                 "%u), block (%u, %u, %u)); CUDA leaves this undefined\n",
-                 grid.x, grid.y, grid.z, block.x, block.y, block.z);
+                 "m2f_edge CUDA emulator: a __syncthreads was not reached by every thread of a block, or threads "
+                 "waited at different ones (grid (%u, %u, %u), block (%u, %u, %u)); CUDA leaves this undefined\n",
+                 grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
     set_last_error(cudaErrorLaunchFailure);
   }
 }

@@ -1,13 +1,16 @@
 // The CUDA runtime of the emulation build (see m2f/cuda/emulation.hpp): the calls m2f_edge makes,
 // with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls: CUDA graphs
-// and stream capture belong to the TensorRT pipeline, which the emulation build leaves out. Work runs when it is
-// enqueued, so streams and events are always complete. It is strict where CUDA is: copies name the
-// right memory kinds and stay inside their allocations, handles must be live, fresh device memory
-// holds garbage (0xCD bytes) rather than zeros, and a launch outside CUDA's limits is refused.
+// and stream capture belong to the TensorRT pipeline, which the emulation build leaves out. Work
+// runs when it is enqueued, so streams and events are always complete: a missing synchronisation
+// cannot show here. Where CUDA is strict, so is this: a copy's device side must lie inside one
+// allocation and its host side outside device memory, handles must be live, fresh device memory
+// holds garbage (0xCD bytes) rather than zeros, and a launch outside CUDA's limits is refused. Not
+// checked: that the pointers a kernel is given are device memory (the bindings check their inputs).
 //
 // Environment:
 //   M2F_EMULATED_GPU=discrete (default) | integrated (a Jetson-like device: integrated, can map
-//     host memory) | none (cudaGetDeviceCount fails with cudaErrorNoDevice)
+//     host memory) | none (device queries, allocations, streams, events and launches fail with
+//     cudaErrorNoDevice)
 //   M2F_EMULATED_GPU_MEMORY=BYTES: device memory size (default 8 GiB), for out-of-memory paths
 #include <cuda_runtime_api.h>
 
@@ -68,6 +71,8 @@ std::string emulated_kind() {
   return value && *value ? value : "discrete";
 }
 
+bool no_device() { return emulated_kind() == "none"; }
+
 std::size_t device_memory_size() {
   const char* value = std::getenv("M2F_EMULATED_GPU_MEMORY");
   if (value && *value) return static_cast<std::size_t>(std::strtoull(value, nullptr, 10));
@@ -98,12 +103,16 @@ cudaError_t check_device_side(const void* p, std::size_t bytes) {
   return inside ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-cudaError_t check_any_side(const void* p, std::size_t bytes) {
+// The host side of a copy that names its kinds: not device memory (page-locked host memory is host
+// memory too). `any_kind`: cudaMemcpyDefault, where unified addressing tells the kinds apart.
+cudaError_t check_host_side(const void* p, std::size_t bytes, bool any_kind) {
   if (bytes == 0) return cudaSuccess;
   if (p == nullptr) return cudaErrorInvalidValue;
   std::lock_guard<std::mutex> lock(runtime().mutex);
   bool inside = false;
-  if (find_allocation(p, bytes, inside) != nullptr && !inside) return cudaErrorInvalidValue;
+  const Allocation* a = find_allocation(p, bytes, inside);
+  if (a == nullptr) return cudaSuccess;
+  if (!inside || (!any_kind && a->kind == Memory::device)) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
 
@@ -113,9 +122,10 @@ cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind k
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (kind != cudaMemcpyHostToHost && kind != cudaMemcpyDefault && !dst_device && !src_device)
     return fail(cudaErrorInvalidMemcpyDirection);
-  if ((status = dst_device ? check_device_side(dst, count) : check_any_side(dst, count)) != cudaSuccess)
+  const bool any_kind = kind == cudaMemcpyDefault;
+  if ((status = dst_device ? check_device_side(dst, count) : check_host_side(dst, count, any_kind)) != cudaSuccess)
     return fail(status);
-  if ((status = src_device ? check_device_side(src, count) : check_any_side(src, count)) != cudaSuccess)
+  if ((status = src_device ? check_device_side(src, count) : check_host_side(src, count, any_kind)) != cudaSuccess)
     return fail(status);
   if (count) std::memmove(dst, src, count);
   return cudaSuccess;
@@ -124,6 +134,7 @@ cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind k
 cudaError_t allocate(void** p, std::size_t size, Memory kind) {
   if (p == nullptr) return fail(cudaErrorInvalidValue);
   *p = nullptr;
+  if (no_device()) return fail(cudaErrorNoDevice);
   if (size == 0) return cudaSuccess;
   std::lock_guard<std::mutex> lock(runtime().mutex);
   if (kind == Memory::device && size > device_memory_size() - std::min(device_memory_size(), runtime().device_bytes_in_use))
@@ -154,6 +165,10 @@ cudaError_t release(void* p, Memory kind) {
 // Streams and events: live from create to destroy; a stale or foreign handle is refused.
 template <typename Handle>
 cudaError_t register_handle(std::set<Handle> Runtime::*live, Handle* out, Handle handle) {
+  if (no_device()) {
+    delete handle;
+    return fail(cudaErrorNoDevice);
+  }
   *out = handle;
   std::lock_guard<std::mutex> lock(runtime().mutex);
   (runtime().*live).insert(handle);
@@ -168,6 +183,12 @@ cudaError_t destroy_handle(std::set<Handle> Runtime::*live, Handle handle) {
   return cudaSuccess;
 }
 
+bool stream_is_usable(cudaStream_t stream) noexcept {
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return true;
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  return runtime().streams.count(stream) != 0;
+}
+
 bool event_is_live(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(runtime().mutex);
   return runtime().events.count(event) != 0;
@@ -179,10 +200,9 @@ void set_last_error(cudaError_t status) noexcept {
   if (status != cudaSuccess) last_error = status;
 }
 
-bool stream_is_usable(cudaStream_t stream) noexcept {
-  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return true;
-  std::lock_guard<std::mutex> lock(runtime().mutex);
-  return runtime().streams.count(stream) != 0;
+cudaError_t launch_refusal(cudaStream_t stream) noexcept {
+  if (no_device()) return cudaErrorNoDevice;
+  return stream_is_usable(stream) ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 
 }  // namespace m2f::emulation
@@ -209,7 +229,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorNotReady: return "cudaErrorNotReady";
-    default: return "cudaErrorUnknown";
+    default: return "unrecognized error code";
   }
 }
 
@@ -236,7 +256,7 @@ const char* cudaGetErrorString(cudaError_t error) {
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return fail(cudaErrorInvalidValue);
   *count = 0;
-  if (m2f::emulation::emulated_kind() == "none") return fail(cudaErrorNoDevice);
+  if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
   *count = 1;
   return cudaSuccess;
 }
@@ -248,14 +268,16 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0 || m2f::emulation::emulated_kind() == "none") return fail(cudaErrorInvalidDevice);
+  if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
   m2f::emulation::current_device = device;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return fail(cudaErrorInvalidValue);
-  if (device != 0 || m2f::emulation::emulated_kind() == "none") return fail(cudaErrorInvalidDevice);
+  if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
   *prop = cudaDeviceProp{};
   const bool integrated = m2f::emulation::emulated_kind() == "integrated";
   const std::string name = std::string("m2f_edge CUDA emulator (kernels on the CPU, ") +
@@ -266,6 +288,11 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->minor = integrated ? 7 : 0;
   prop->multiProcessorCount = 1;
   prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 2147483647;
+  prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
+  prop->sharedMemPerBlock = 48 * 1024;
   prop->warpSize = 32;
   prop->integrated = integrated ? 1 : 0;
   prop->canMapHostMemory = 1;
@@ -371,6 +398,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(runtime().mutex);
   event->recorded = true;
   event->time = std::chrono::steady_clock::now();
   return cudaSuccess;

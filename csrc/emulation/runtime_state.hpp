@@ -8,7 +8,7 @@ namespace m2f::emulation {
 // The calling host thread's last error, as cudaGetLastError reads it.
 void set_last_error(cudaError_t status) noexcept;
 
-// The default streams, or a stream created and not yet destroyed.
-bool stream_is_usable(cudaStream_t stream) noexcept;
+// Why a launch on `stream` fails before it runs (no device, a stream not live), or cudaSuccess.
+cudaError_t launch_refusal(cudaStream_t stream) noexcept;
 
 }  // namespace m2f::emulation

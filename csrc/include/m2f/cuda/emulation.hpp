@@ -20,6 +20,9 @@
 #define __global__
 // Launches run one at a time (run_grid holds a process-wide lock), their blocks one after another,
 // a block's threads as fibers of one host thread: one static copy is one copy per running block.
+// Unlike a GPU's, it starts zeroed and keeps the previous block's values: a kernel that reads shared
+// memory its block never wrote is not caught. (A linker section to refill between blocks cannot
+// hold the statics of template kernels: GCC gives those their own COMDAT sections.)
 #define __shared__ static
 
 #include <cuda_runtime_api.h>
@@ -44,14 +47,14 @@ inline KernelThread current_thread;
 
 using ThreadBody = void (*)(const void* context);
 
-// Checks the launch as CUDA does (configuration limits, stream handle), then runs body once per
-// thread of grid x block before returning, one launch at a time in the process. A failure becomes the calling thread's last error, read
-// by cudaGetLastError as after <<<...>>>. `site` tells one launch site from another: whether its
-// threads meet at __syncthreads, which decides if they need fibers, is learnt once per site.
-void run_grid(const void* site, dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, const void* context);
+// Checks the launch as CUDA does (grid and block limits, device, stream handle), then runs body
+// once per thread of grid x block before returning, one launch at a time in the process. A
+// failure becomes the calling thread's last error, read by cudaGetLastError as after <<<...>>>.
+void run_grid(dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, const void* context);
 
-// __syncthreads: suspends the calling thread's fiber until every thread of its block arrives.
-void sync_block_threads();
+// __syncthreads, from the source line that calls it: suspends the calling thread's fiber until
+// every thread of its block waits at a barrier; threads waiting at different lines are an error.
+void sync_block_threads(int line);
 
 template <typename Call>
 class Launch {
@@ -69,8 +72,8 @@ class Launch {
       Parameters* parameters;
     } context{&call_, &parameters};
     run_grid(
-        site(), grid_, block_, stream_,
-        [](const void* p) {
+        grid_, block_, stream_,
+        [](const void* p) noexcept {  // kernels cannot throw; one that did would end the process here
           const Context& c = *static_cast<const Context*>(p);
           std::apply(*c.call, *c.parameters);
         },
@@ -78,11 +81,6 @@ class Launch {
   }
 
  private:
-  static const void* site() {
-    static const char tag = 0;
-    return &tag;
-  }
-
   Call call_;
   dim3 grid_, block_;
   cudaStream_t stream_;
@@ -110,7 +108,7 @@ Value atomic_update(Value* address, Update update) {
 #define blockDim (::m2f::emulation::current_thread.block_dim)
 #define gridDim (::m2f::emulation::current_thread.grid_dim)
 
-inline void __syncthreads() { ::m2f::emulation::sync_block_threads(); }
+#define __syncthreads() ::m2f::emulation::sync_block_threads(__LINE__)
 
 // The device functions the kernels call that have no host twin in the CUDA headers.
 inline int min(int a, int b) { return a < b ? a : b; }
