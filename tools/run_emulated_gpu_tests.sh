@@ -9,6 +9,7 @@
 #     a kernel that reads or writes outside its buffers, or a misaligned or overflowing access, fails
 #   M2F_EMULATION_REVERSE_THREADS=1 ...   # each block's threads from last to first
 #   M2F_EMULATION_ALL_CASES=1 ...         # also the cases that take minutes each on a CPU
+#   M2F_EMULATION_IMMEDIATE=1 ...         # work runs at the call instead of when something waits for it
 # Needs cmake, ninja, pybind11 and the CUDA headers (a CUDA toolkit; nvcc itself is not used).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -242,19 +242,9 @@ void sync_block_threads(int line) {
   switch_fiber(block.contexts[t], block.scheduler);
 }
 
-void run_grid(dim3 grid, dim3 block_dim, cudaStream_t stream, ThreadBody body, const void* context) {
-  if (const cudaError_t refused = launch_refusal(stream); refused != cudaSuccess) {
-    set_last_error(refused);
-    return;
-  }
-  if (!valid_configuration(grid, block_dim)) {
-    std::fprintf(stderr,
-                 "m2f_edge CUDA emulator: launch refused, grid (%u, %u, %u) block (%u, %u, %u) is outside CUDA's "
-                 "limits\n",
-                 grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
-    set_last_error(cudaErrorInvalidConfiguration);
-    return;
-  }
+namespace {
+
+void execute_grid(dim3 grid, dim3 block_dim, ThreadBody body, const void* context) {
   std::lock_guard<std::mutex> lock(launch_mutex());
   FiberBlock& fibers = fiber_block();
   fibers.divergent = false;
@@ -276,6 +266,24 @@ void run_grid(dim3 grid, dim3 block_dim, cudaStream_t stream, ThreadBody body, c
                  grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
     set_last_error(cudaErrorLaunchFailure);
   }
+}
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block_dim, cudaStream_t stream, ThreadBody body, std::shared_ptr<const void> owner) {
+  if (const cudaError_t refused = launch_refusal(stream); refused != cudaSuccess) {
+    set_last_error(refused);
+    return;
+  }
+  if (!valid_configuration(grid, block_dim)) {
+    std::fprintf(stderr,
+                 "m2f_edge CUDA emulator: launch refused, grid (%u, %u, %u) block (%u, %u, %u) is outside CUDA's "
+                 "limits\n",
+                 grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
+    set_last_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  enqueue(stream, [grid, block_dim, body, owner = std::move(owner)] { execute_grid(grid, block_dim, body, owner.get()); });
 }
 
 }  // namespace m2f::emulation

@@ -1,39 +1,57 @@
 // The CUDA runtime of the emulation build (see m2f/cuda/emulation.hpp): the calls m2f_edge makes,
-// with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls: CUDA graphs
-// and stream capture belong to the TensorRT pipeline, which the emulation build leaves out. Work
-// runs when it is enqueued, so streams and events are always complete: a missing synchronisation
-// cannot show here. Where CUDA is strict, so is this: a copy's device side must lie inside one
-// allocation and its host side outside device memory, handles must be live, fresh device memory
-// holds garbage (0xCD bytes) rather than zeros, and a launch outside CUDA's limits is refused. Not
-// checked: that the pointers a kernel is given are device memory (the bindings check their inputs).
+// with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls: CUDA
+// graphs and stream capture belong to the TensorRT pipeline, which the emulation build leaves out.
+// Work waits in its stream until something waits for it (below). Where CUDA is strict, so is this:
+// a copy's device side must lie inside one allocation and its host side outside device memory,
+// handles must be live, fresh device memory holds garbage (0xCD bytes) rather than zeros, and a
+// launch outside CUDA's limits is refused. Not checked: that the pointers a kernel is given are
+// device memory (the bindings check their inputs).
 //
 // Environment:
 //   M2F_EMULATED_GPU=discrete (default) | integrated (a Jetson-like device: integrated, can map
 //     host memory) | none (device queries, allocations, streams, events and launches fail with
 //     cudaErrorNoDevice)
 //   M2F_EMULATED_GPU_MEMORY=BYTES: device memory size (default 8 GiB), for out-of-memory paths
+//   M2F_EMULATION_IMMEDIATE=1: work runs when it is enqueued. By default it waits in its stream
+//     until something waits for it (a stream or event synchronisation, a blocking copy, a free,
+//     another stream's wait on an event), so that reading results before synchronising shows stale
+//     bytes, as on a GPU. Streams follow CUDA's ordering: in order within a stream, the legacy
+//     default stream ordered with blocking streams, non-blocking streams with nothing but the events
+//     they wait for.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "emulation/runtime_state.hpp"
 
+// Work enqueued and not yet run, each with its place in the global order.
+struct EnqueuedWork {
+  unsigned long long sequence;
+  std::function<void()> run;
+};
 struct CUstream_st {
   unsigned flags = 0;
+  std::deque<EnqueuedWork> pending;
 };
 struct CUevent_st {
   unsigned flags = 0;
-  bool recorded = false;
+  bool recorded = false;  // its record has run
   std::chrono::steady_clock::time_point time;
+  cudaStream_t stream = nullptr;  // where and after what its latest record was enqueued
+  unsigned long long sequence = 0;
 };
 
 namespace m2f::emulation {
@@ -116,7 +134,7 @@ cudaError_t check_host_side(const void* p, std::size_t bytes, bool any_kind) {
   return cudaSuccess;
 }
 
-cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
+cudaError_t check_copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
   cudaError_t status = cudaSuccess;
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
@@ -127,7 +145,6 @@ cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind k
     return fail(status);
   if ((status = src_device ? check_device_side(src, count) : check_host_side(src, count, any_kind)) != cudaSuccess)
     return fail(status);
-  if (count) std::memmove(dst, src, count);
   return cudaSuccess;
 }
 
@@ -194,7 +211,86 @@ bool event_is_live(cudaEvent_t event) {
   return runtime().events.count(event) != 0;
 }
 
+// ---- stream order (deferred unless M2F_EMULATION_IMMEDIATE=1) ----------------------------------------------------------
+
+bool deferred() {
+  static const bool on = [] {
+    const char* value = std::getenv("M2F_EMULATION_IMMEDIATE");
+    return value == nullptr || std::strcmp(value, "1") != 0;
+  }();
+  return on;
+}
+
+// Recursive: running one stream's work may first run the work it waits for on others.
+std::recursive_mutex& order_mutex() {
+  static std::recursive_mutex* mutex = new std::recursive_mutex;
+  return *mutex;
+}
+unsigned long long next_sequence = 0;  // under order_mutex()
+CUstream_st& legacy_stream() {
+  static CUstream_st* stream = new CUstream_st;
+  return *stream;
+}
+// The per-thread default stream is taken as the legacy one: m2f_edge never asks for it.
+CUstream_st* stream_state(cudaStream_t stream) {
+  return (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) ? &legacy_stream() : stream;
+}
+std::vector<CUstream_st*> blocking_streams() {
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  std::vector<CUstream_st*> found;
+  for (cudaStream_t s : runtime().streams)
+    if (!(s->flags & cudaStreamNonBlocking)) found.push_back(s);
+  return found;
+}
+
+// Runs `stream`'s work enqueued up to `sequence`, each piece after what CUDA orders it behind.
+void run_until(CUstream_st* stream, unsigned long long sequence) {
+  std::lock_guard<std::recursive_mutex> lock(order_mutex());
+  while (!stream->pending.empty() && stream->pending.front().sequence <= sequence) {
+    EnqueuedWork work = std::move(stream->pending.front());
+    stream->pending.pop_front();
+    if (stream == &legacy_stream()) {
+      for (CUstream_st* other : blocking_streams()) run_until(other, work.sequence);
+    } else if (!(stream->flags & cudaStreamNonBlocking)) {
+      run_until(&legacy_stream(), work.sequence);
+    }
+    work.run();
+  }
+}
+
+void run_all() {
+  std::lock_guard<std::recursive_mutex> lock(order_mutex());
+  std::vector<CUstream_st*> streams;
+  {
+    std::lock_guard<std::mutex> registry(runtime().mutex);
+    streams.assign(runtime().streams.begin(), runtime().streams.end());
+  }
+  streams.push_back(&legacy_stream());
+  for (CUstream_st* s : streams) run_until(s, ~0ull);
+}
+
+// Runs `work` now, or queues it on `stream` in deferred mode; returns its sequence number.
+unsigned long long enqueue_work(cudaStream_t stream, std::function<void()> work) {
+  std::lock_guard<std::recursive_mutex> lock(order_mutex());
+  const unsigned long long sequence = ++next_sequence;
+  if (!deferred()) {
+    work();
+    return sequence;
+  }
+  stream_state(stream)->pending.push_back(EnqueuedWork{sequence, std::move(work)});
+  return sequence;
+}
+
+// Host memory that is neither device memory nor page-locked: CUDA copies it at the call.
+bool pageable(const void* p) {
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  return find_allocation(p, 1, inside) == nullptr;
+}
+
 }  // namespace
+
+void enqueue(cudaStream_t stream, std::function<void()> work) { enqueue_work(stream, std::move(work)); }
 
 void set_last_error(cudaError_t status) noexcept {
   if (status != cudaSuccess) last_error = status;
@@ -306,17 +402,27 @@ cudaError_t cudaDriverGetVersion(int* version) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  m2f::emulation::run_all();
+  return cudaSuccess;
+}
 
 // ---- memory ----------------------------------------------------------------------------------------
 
 cudaError_t cudaMalloc(void** p, size_t size) { return m2f::emulation::allocate(p, size, m2f::emulation::Memory::device); }
-cudaError_t cudaFree(void* p) { return m2f::emulation::release(p, m2f::emulation::Memory::device); }
+// Frees synchronise the device, as in CUDA: no queued work may still use the memory.
+cudaError_t cudaFree(void* p) {
+  if (p) m2f::emulation::run_all();
+  return m2f::emulation::release(p, m2f::emulation::Memory::device);
+}
 cudaError_t cudaHostAlloc(void** p, size_t size, unsigned int flags) {
   if (flags & ~0x7u) return fail(cudaErrorInvalidValue);
   return m2f::emulation::allocate(p, size, m2f::emulation::Memory::pinned_host);
 }
-cudaError_t cudaFreeHost(void* p) { return m2f::emulation::release(p, m2f::emulation::Memory::pinned_host); }
+cudaError_t cudaFreeHost(void* p) {
+  if (p) m2f::emulation::run_all();
+  return m2f::emulation::release(p, m2f::emulation::Memory::pinned_host);
+}
 
 cudaError_t cudaHostGetDevicePointer(void** device_pointer, void* host_pointer, unsigned int flags) {
   if (device_pointer == nullptr || flags != 0) return fail(cudaErrorInvalidValue);
@@ -349,19 +455,38 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
-  return m2f::emulation::copy(dst, src, count, kind);
+  const cudaError_t status = m2f::emulation::check_copy(dst, src, count, kind);
+  if (status != cudaSuccess) return status;
+  // on the legacy default stream, so after all earlier work of it and of the blocking streams
+  m2f::emulation::run_until(&m2f::emulation::legacy_stream(), ~0ull);
+  for (CUstream_st* s : m2f::emulation::blocking_streams()) m2f::emulation::run_until(s, ~0ull);
+  if (count) std::memmove(dst, src, count);
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
   if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
-  return m2f::emulation::copy(dst, src, count, kind);
+  const cudaError_t status = m2f::emulation::check_copy(dst, src, count, kind);
+  if (status != cudaSuccess || count == 0) return status;
+  if (m2f::emulation::pageable(dst)) {  // into pageable memory: CUDA returns once the copy is done
+    m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
+    std::memmove(dst, src, count);
+    return cudaSuccess;
+  }
+  if (m2f::emulation::pageable(src)) {  // from pageable memory: CUDA stages it at the call
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + count);
+    m2f::emulation::enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    return cudaSuccess;
+  }
+  m2f::emulation::enqueue(stream, [dst, src, count] { std::memmove(dst, src, count); });
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream) {
   if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
   const cudaError_t status = m2f::emulation::check_device_side(p, count);
   if (status != cudaSuccess) return fail(status);
-  if (count) std::memset(p, value, count);
+  if (count) m2f::emulation::enqueue(stream, [p, value, count] { std::memset(p, value, count); });
   return cudaSuccess;
 }
 
@@ -369,52 +494,78 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t strea
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   if (stream == nullptr || (flags & ~1u)) return fail(cudaErrorInvalidValue);
-  return m2f::emulation::register_handle(&m2f::emulation::Runtime::streams, stream, new CUstream_st{flags});
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::streams, stream, new CUstream_st{flags, {}});
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  // CUDA lets the stream's work finish after the call returns
+  if (stream_is_usable(stream) && stream != nullptr) m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
   return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::streams, stream);
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return stream_is_usable(stream) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
-  return flags == 0 || flags == 1 ? cudaSuccess : fail(cudaErrorInvalidValue);
+  if (flags != 0 && flags != 1) return fail(cudaErrorInvalidValue);
+  // waits for the event's latest record as of now (none: nothing to wait for)
+  if (event->sequence != 0) {
+    CUstream_st* recorded_on = m2f::emulation::stream_state(event->stream);
+    const unsigned long long sequence = event->sequence;
+    m2f::emulation::enqueue(stream, [recorded_on, sequence] { m2f::emulation::run_until(recorded_on, sequence); });
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   if (event == nullptr || (flags & ~0x7u)) return fail(cudaErrorInvalidValue);
-  return m2f::emulation::register_handle(&m2f::emulation::Runtime::events, event, new CUevent_st{flags, false, {}});
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::events, event, new CUevent_st{flags, false, {}, nullptr, 0});
+}
+
+// Runs the work up to the event's latest record.
+static void run_until_event(cudaEvent_t event) {
+  if (event->sequence != 0) m2f::emulation::run_until(m2f::emulation::stream_state(event->stream), event->sequence);
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (m2f::emulation::event_is_live(event)) run_until_event(event);  // its pending record refers to it
   return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::events, event);
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
-  std::lock_guard<std::mutex> lock(runtime().mutex);
-  event->recorded = true;
-  event->time = std::chrono::steady_clock::now();
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  event->recorded = false;
+  event->stream = stream;
+  event->sequence = m2f::emulation::enqueue_work(stream, [event] {
+    event->recorded = true;
+    event->time = std::chrono::steady_clock::now();
+  });
   return cudaSuccess;
 }
 
+// Completes the work the event waits for: a GPU would get there on its own, so polling loops end.
 cudaError_t cudaEventQuery(cudaEvent_t event) {
-  return m2f::emulation::event_is_live(event) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
+  run_until_event(event);
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (ms == nullptr) return fail(cudaErrorInvalidValue);
-  if (!m2f::emulation::event_is_live(start) || !m2f::emulation::event_is_live(end) || !start->recorded ||
-      !end->recorded || ((start->flags | end->flags) & cudaEventDisableTiming))
+  if (!m2f::emulation::event_is_live(start) || !m2f::emulation::event_is_live(end) || start->sequence == 0 ||
+      end->sequence == 0 || ((start->flags | end->flags) & cudaEventDisableTiming))
     return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  if (!start->recorded || !end->recorded) return fail(cudaErrorNotReady);
   *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
   return cudaSuccess;
 }

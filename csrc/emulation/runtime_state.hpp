@@ -3,6 +3,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
+
 namespace m2f::emulation {
 
 // The calling host thread's last error, as cudaGetLastError reads it.
@@ -10,5 +12,8 @@ void set_last_error(cudaError_t status) noexcept;
 
 // Why a launch on `stream` fails before it runs (no device, a stream not live), or cudaSuccess.
 cudaError_t launch_refusal(cudaStream_t stream) noexcept;
+
+// Runs `work` in `stream`'s order, when something waits for it (at once with M2F_EMULATION_IMMEDIATE=1).
+void enqueue(cudaStream_t stream, std::function<void()> work);
 
 }  // namespace m2f::emulation

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -48,9 +49,10 @@ inline KernelThread current_thread;
 using ThreadBody = void (*)(const void* context);
 
 // Checks the launch as CUDA does (grid and block limits, device, stream handle), then runs body
-// once per thread of grid x block before returning, one launch at a time in the process. A
-// failure becomes the calling thread's last error, read by cudaGetLastError as after <<<...>>>.
-void run_grid(dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, const void* context);
+// once per thread of grid x block, one launch at a time in the process, in stream order when
+// something waits for it (runtime.cpp), `context` kept alive by `owner` until then. A
+// refused launch becomes the calling thread's last error, read by cudaGetLastError as after <<<>>>.
+void run_grid(dim3 grid, dim3 block, cudaStream_t stream, ThreadBody body, std::shared_ptr<const void> owner);
 
 // __syncthreads, from the source line that calls it: suspends the calling thread's fiber until
 // every thread of its block waits at a barrier; threads waiting at different lines are an error.
@@ -66,18 +68,18 @@ class Launch {
   void operator()(Arguments&&... arguments) const {
     // Evaluated and copied once, at the launch, as CUDA copies kernel parameters.
     using Parameters = std::tuple<std::decay_t<Arguments>...>;
-    Parameters parameters(std::forward<Arguments>(arguments)...);
     struct Context {
-      const Call* call;
-      Parameters* parameters;
-    } context{&call_, &parameters};
+      Call call;
+      Parameters parameters;
+    };
+    auto context = std::make_shared<const Context>(Context{call_, Parameters(std::forward<Arguments>(arguments)...)});
     run_grid(
         grid_, block_, stream_,
         [](const void* p) noexcept {  // kernels cannot throw; one that did would end the process here
           const Context& c = *static_cast<const Context*>(p);
-          std::apply(*c.call, *c.parameters);
+          std::apply(c.call, c.parameters);
         },
-        &context);
+        context);
   }
 
  private:
