@@ -264,7 +264,7 @@ void execute_grid(dim3 grid, dim3 block_dim, ThreadBody body, const void* contex
                  "m2f_edge CUDA emulator: a __syncthreads was not reached by every thread of a block, or threads "
                  "waited at different ones (grid (%u, %u, %u), block (%u, %u, %u)); CUDA leaves this undefined\n",
                  grid.x, grid.y, grid.z, block_dim.x, block_dim.y, block_dim.z);
-    set_last_error(cudaErrorLaunchFailure);
+    record_kernel_failure(cudaErrorLaunchFailure);
   }
 }
 

@@ -21,6 +21,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +53,7 @@ struct CUevent_st {
   std::chrono::steady_clock::time_point time;
   cudaStream_t stream = nullptr;  // where and after what its latest record was enqueued
   unsigned long long sequence = 0;
+  unsigned long long generation = 0;  // of the latest record: an older one still queued writes nothing
 };
 
 namespace m2f::emulation {
@@ -227,6 +229,20 @@ std::recursive_mutex& order_mutex() {
   return *mutex;
 }
 unsigned long long next_sequence = 0;  // under order_mutex()
+std::atomic<cudaError_t> sticky_error{cudaSuccess};
+
+// What a synchronisation returns once the work it waited for has run.
+cudaError_t synchronised() {
+  const cudaError_t status = sticky_error.load();
+  return status == cudaSuccess ? cudaSuccess : fail(status);
+}
+
+bool is_device_memory(const void* p) {
+  std::lock_guard<std::mutex> lock(runtime().mutex);
+  bool inside = false;
+  const Allocation* a = find_allocation(p, 1, inside);
+  return a != nullptr && a->kind == Memory::device;
+}
 CUstream_st& legacy_stream() {
   static CUstream_st* stream = new CUstream_st;
   return *stream;
@@ -291,6 +307,12 @@ bool pageable(const void* p) {
 }  // namespace
 
 void enqueue(cudaStream_t stream, std::function<void()> work) { enqueue_work(stream, std::move(work)); }
+
+void record_kernel_failure(cudaError_t status) noexcept {
+  cudaError_t expected = cudaSuccess;
+  sticky_error.compare_exchange_strong(expected, status);
+  set_last_error(status);
+}
 
 void set_last_error(cudaError_t status) noexcept {
   if (status != cudaSuccess) last_error = status;
@@ -404,7 +426,7 @@ cudaError_t cudaDriverGetVersion(int* version) {
 
 cudaError_t cudaDeviceSynchronize(void) {
   m2f::emulation::run_all();
-  return cudaSuccess;
+  return m2f::emulation::synchronised();
 }
 
 // ---- memory ----------------------------------------------------------------------------------------
@@ -461,25 +483,27 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
   m2f::emulation::run_until(&m2f::emulation::legacy_stream(), ~0ull);
   for (CUstream_st* s : m2f::emulation::blocking_streams()) m2f::emulation::run_until(s, ~0ull);
   if (count) std::memmove(dst, src, count);
-  return cudaSuccess;
+  return m2f::emulation::synchronised();
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
   if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
   const cudaError_t status = m2f::emulation::check_copy(dst, src, count, kind);
   if (status != cudaSuccess || count == 0) return status;
-  if (m2f::emulation::pageable(dst)) {  // into pageable memory: CUDA returns once the copy is done
-    m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
-    std::memmove(dst, src, count);
-    return cudaSuccess;
-  }
+  std::function<void()> work = [dst, src, count] { std::memmove(dst, src, count); };
   if (m2f::emulation::pageable(src)) {  // from pageable memory: CUDA stages it at the call
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + count);
-    m2f::emulation::enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
-    return cudaSuccess;
+    work = [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); };
   }
-  m2f::emulation::enqueue(stream, [dst, src, count] { std::memmove(dst, src, count); });
-  return cudaSuccess;
+  // Into pageable memory, and between two host buffers, CUDA returns once the copy is done: in the
+  // stream's order, after the work it waits for.
+  const bool synchronous = m2f::emulation::pageable(dst) ||
+                           (!m2f::emulation::is_device_memory(dst) && !m2f::emulation::is_device_memory(src));
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  const unsigned long long sequence = m2f::emulation::enqueue_work(stream, std::move(work));
+  if (!synchronous) return cudaSuccess;
+  m2f::emulation::run_until(m2f::emulation::stream_state(stream), sequence);
+  return m2f::emulation::synchronised();
 }
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream) {
@@ -499,22 +523,28 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
 
+// CUDA finishes a destroyed stream's work after the call returns; here it runs first. Its
+// bookkeeping is kept (never freed): events recorded on it and other streams' waits still refer to it.
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  // CUDA lets the stream's work finish after the call returns
-  if (stream_is_usable(stream) && stream != nullptr) m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
-  return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::streams, stream);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  if (stream == nullptr || !stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
+  std::lock_guard<std::mutex> registry(runtime().mutex);
+  runtime().streams.erase(stream);
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
   m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
-  return cudaSuccess;
+  return m2f::emulation::synchronised();
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
   if (flags != 0 && flags != 1) return fail(cudaErrorInvalidValue);
   // waits for the event's latest record as of now (none: nothing to wait for)
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   if (event->sequence != 0) {
     CUstream_st* recorded_on = m2f::emulation::stream_state(event->stream);
     const unsigned long long sequence = event->sequence;
@@ -525,16 +555,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   if (event == nullptr || (flags & ~0x7u)) return fail(cudaErrorInvalidValue);
-  return m2f::emulation::register_handle(&m2f::emulation::Runtime::events, event, new CUevent_st{flags, false, {}, nullptr, 0});
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::events, event,
+                                         new CUevent_st{flags, false, {}, nullptr, 0, 0});
 }
 
 // Runs the work up to the event's latest record.
 static void run_until_event(cudaEvent_t event) {
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   if (event->sequence != 0) m2f::emulation::run_until(m2f::emulation::stream_state(event->stream), event->sequence);
 }
 
+// Its records still queued, on any stream, refer to it: they run first (CUDA would run them later).
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  if (m2f::emulation::event_is_live(event)) run_until_event(event);  // its pending record refers to it
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  if (m2f::emulation::event_is_live(event)) m2f::emulation::run_all();
   return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::events, event);
 }
 
@@ -543,7 +577,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   event->recorded = false;
   event->stream = stream;
-  event->sequence = m2f::emulation::enqueue_work(stream, [event] {
+  const unsigned long long generation = ++event->generation;
+  event->sequence = m2f::emulation::enqueue_work(stream, [event, generation] {
+    if (event->generation != generation) return;  // recorded again since
     event->recorded = true;
     event->time = std::chrono::steady_clock::now();
   });
@@ -554,17 +590,17 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (!m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
   run_until_event(event);
-  return cudaSuccess;
+  return m2f::emulation::synchronised();
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (ms == nullptr) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   if (!m2f::emulation::event_is_live(start) || !m2f::emulation::event_is_live(end) || start->sequence == 0 ||
       end->sequence == 0 || ((start->flags | end->flags) & cudaEventDisableTiming))
     return fail(cudaErrorInvalidResourceHandle);
-  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   if (!start->recorded || !end->recorded) return fail(cudaErrorNotReady);
   *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
   return cudaSuccess;
