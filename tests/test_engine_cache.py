@@ -208,63 +208,28 @@ def test_without_tensorrt_building_says_what_is_missing(tmp_path, monkeypatch):
 # ---- FP32 layer marking (the builder's name match, on a stand-in network) ------------------------------
 
 
-class _FakeTensor:
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-
-class _FakeLayer:
-    def __init__(self, name, dtypes):
-        self.name = name
-        self._outputs = [_FakeTensor(d) for d in dtypes]
-        self.precision = None
-        self.output_types = {}
-
-    @property
-    def num_outputs(self):
-        return len(self._outputs)
-
-    def get_output(self, i):
-        return self._outputs[i]
-
-    def set_output_type(self, i, dtype):
-        self.output_types[i] = dtype
-
-
-class _FakeNetwork:
-    def __init__(self, layers):
-        self.layers = layers
-
-    @property
-    def num_layers(self):
-        return len(self.layers)
-
-    def get_layer(self, i):
-        return self.layers[i]
-
-
-class _FakeTrt:
-    float32, float16, int32 = "float32", "float16", "int32"
-
-
 def test_mark_fp32_layers_matches_tao_names_and_skips_integer_layers():
-    layers = [
-        _FakeLayer("/sem_seg_head/predictor/transformer_cross_attention_layers.0/MatMul", ["float16"]),
-        _FakeLayer("/sem_seg_head/predictor/transformer_cross_attention_layers.3/Softmax", ["float32", "float16"]),
-        _FakeLayer("/post_processor/ReduceSum", ["float32"]),
-        _FakeLayer("/post_processor/Div_1", ["float32"]),
-        _FakeLayer("/post_processor/Shape", ["int32"]),
-        _FakeLayer("/backbone/layers.0/Add", ["float16"]),
-        _FakeLayer("/sem_seg_head/predictor/transformer_self_attention_layers.0/Add", ["float16"]),
+    specs = [
+        ("/sem_seg_head/predictor/transformer_cross_attention_layers.0/MatMul", ["float16"]),
+        ("/sem_seg_head/predictor/transformer_cross_attention_layers.3/Softmax", ["float32", "float16"]),
+        ("/post_processor/ReduceSum", ["float32"]),
+        ("/post_processor/Div_1", ["float32"]),
+        ("/post_processor/Div_2/Cast", ["int32"]),  # a TAO name, integer output: nothing to keep FP32
+        ("/backbone/layers.0/Add", ["float16"]),
+        ("/sem_seg_head/predictor/transformer_self_attention_layers.0/Add", ["float16"]),
     ]
-    marked = eb.mark_fp32_layers(_FakeNetwork(layers), _FakeTrt, eb.TAO_FP32_LAYERS)
-    assert marked == [layer.name for layer in layers[:4]]
+    trt = make_tensorrt("10.3.0.26", layers=specs)
+    network = trt.Builder(trt.Logger()).create_network(0)
+    marked = eb.mark_fp32_layers(network, trt, eb.TAO_FP32_LAYERS)
+    layers = network.layers
+    assert marked == [name for name, _ in specs[:4]]
     for layer in layers[:4]:
-        assert layer.precision == "float32"
-        assert set(layer.output_types.values()) == {"float32"}
+        assert layer.precision == trt.float32
+        assert set(layer.output_types.values()) == {trt.float32}
         assert set(layer.output_types) == set(range(layer.num_outputs))
+    assert set(trt.calls["precision"]) == set(marked)  # no other layer's precision was set
     for layer in layers[4:]:
-        assert layer.precision is None and not layer.output_types
+        assert not layer.output_types
 
 
 # ---- the `m2f-edge build` command ---------------------------------------------------------------------

@@ -476,15 +476,22 @@ class TestOnExportedModel:
         assert set(want) == set(got)
         return want, got
 
-    def test_raw_head_export(self):
+    @staticmethod
+    def _export_and_convert(head):
+        """A tiny Hugging Face export of `head`, its FP16 conversion (valid, same I/O contract), the
+        conversion report, and the hf_exports module."""
         pytest.importorskip("torch")
         pytest.importorskip("transformers")
         import hf_exports as hx
 
-        original = onnx.load(hx.exported("raw", num_labels=2, batch=2)[0])
+        original = onnx.load(hx.exported(head, num_labels=2, batch=2)[0])
         converted, report = convert_float16(original)
         onnx.checker.check_model(converted)
         _check_io_contract(original, converted)
+        return original, converted, report, hx
+
+    def test_raw_head_export(self):
+        original, converted, report, hx = self._export_and_convert("raw")
         assert report["nodes_fp16"] > 500 and report["kept_fp32"]["op type"]  # the layer norms
         want, got = self._compare(original, converted, hx.random_inputs(2, seed=3))
         for name in ("pred_logits", "pred_masks"):
@@ -493,14 +500,7 @@ class TestOnExportedModel:
             assert np.any(got[name] != want[name])
 
     def test_deployable_export_keeps_the_post_processor_float32(self):
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
-        import hf_exports as hx
-
-        original = onnx.load(hx.exported("deployable", num_labels=2, batch=2)[0])
-        converted, report = convert_float16(original)
-        onnx.checker.check_model(converted)
-        _check_io_contract(original, converted)
+        original, converted, report, hx = self._export_and_convert("deployable")
         kept = report["kept_fp32"]["name"]
         assert kept and all(name.startswith(TAO_FP32_LAYERS) for name in kept)
         assert any(name.startswith("/post_processor/ReduceSum") for name in kept)

@@ -42,6 +42,19 @@ class StridedDeviceView:
         }
 
 
+class DlpackOnly:
+    """Exposes an array through DLPack alone, no __cuda_array_interface__ (as JAX or jetson-utils objects)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
 def strided_copy_on_device(view):
     """Put a numpy view (a slice of a bigger array) on the GPU with the same strides and offset."""
     base = view
@@ -597,16 +610,6 @@ def test_cupy_through_dlpack_only():
     rng = np.random.default_rng(10)
     frame = random_frame(rng, 360, 640, 4)
 
-    class DlpackOnly:
-        def __init__(self, array):
-            self.array = array
-
-        def __dlpack__(self, stream=None):
-            return self.array.__dlpack__(stream=stream)
-
-        def __dlpack_device__(self):
-            return self.array.__dlpack_device__()
-
     d_frame = cp.asarray(frame)[:, ::2]  # strided: DLPack strides are in elements
     out = cp.empty((1, 3, 200, 300), cp.float32)
     gpu.preprocess(DlpackOnly(d_frame), out, color="bgra")
@@ -625,16 +628,6 @@ def test_torch_tensors_in_place_and_through_dlpack():
     out = torch.empty((1, 3, 200, 300), dtype=torch.float32, device="cuda")
     gpu.preprocess(t_frame, out)
     compare_tensors(out.cpu().numpy(), _reference_preprocess(frame))
-
-    class DlpackOnly:  # e.g. a JAX or jetson-utils object: DLPack, no CUDA array interface
-        def __init__(self, tensor):
-            self.tensor = tensor
-
-        def __dlpack__(self, stream=None):
-            return self.tensor.__dlpack__(stream=stream)
-
-        def __dlpack_device__(self):
-            return self.tensor.__dlpack_device__()
 
     out2 = torch.empty((1, 3, 200, 300), dtype=torch.float32, device="cuda")
     gpu.preprocess(DlpackOnly(t_frame), out2)
@@ -775,16 +768,6 @@ def test_tensorrt_infer_waits_for_a_dlpack_input_before_returning(tiny_engine):
     tensor = np.empty((1, 3, h, w), np.float32)
     _core.preprocess(tiny_models.make_test_frame(240, 320), tensor)
     want = {name: array.to_numpy() for name, array in engine.infer({info["name"]: tensor}).items()}
-
-    class DlpackOnly:
-        def __init__(self, t):
-            self.t = t
-
-        def __dlpack__(self, stream=None):
-            return self.t.__dlpack__(stream=stream)
-
-        def __dlpack_device__(self):
-            return self.t.__dlpack_device__()
 
     stream = torch.cuda.Stream()
     for i in range(3):
