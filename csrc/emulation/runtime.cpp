@@ -59,7 +59,7 @@ struct CUevent_st {
 namespace m2f::emulation {
 namespace {
 
-enum class Memory { device, pinned_host };
+enum class Memory { device, pinned_host, pageable };  // pageable: not allocated here
 
 struct Allocation {
   std::size_t size;
@@ -194,13 +194,6 @@ cudaError_t register_handle(std::set<Handle> Runtime::*live, Handle* out, Handle
   return cudaSuccess;
 }
 
-template <typename Handle>
-cudaError_t destroy_handle(std::set<Handle> Runtime::*live, Handle handle) {
-  std::lock_guard<std::mutex> lock(runtime().mutex);
-  if ((runtime().*live).erase(handle) == 0) return fail(cudaErrorInvalidResourceHandle);
-  delete handle;
-  return cudaSuccess;
-}
 
 bool stream_is_usable(cudaStream_t stream) noexcept {
   if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return true;
@@ -237,11 +230,13 @@ cudaError_t synchronised() {
   return status == cudaSuccess ? cudaSuccess : fail(status);
 }
 
-bool is_device_memory(const void* p) {
+// What memory `p` points into. Pageable host memory CUDA copies from at the call, and into before
+// returning.
+Memory memory_at(const void* p) {
   std::lock_guard<std::mutex> lock(runtime().mutex);
   bool inside = false;
   const Allocation* a = find_allocation(p, 1, inside);
-  return a != nullptr && a->kind == Memory::device;
+  return a != nullptr ? a->kind : Memory::pageable;
 }
 CUstream_st& legacy_stream() {
   static CUstream_st* stream = new CUstream_st;
@@ -295,13 +290,6 @@ unsigned long long enqueue_work(cudaStream_t stream, std::function<void()> work)
   }
   stream_state(stream)->pending.push_back(EnqueuedWork{sequence, std::move(work)});
   return sequence;
-}
-
-// Host memory that is neither device memory nor page-locked: CUDA copies it at the call.
-bool pageable(const void* p) {
-  std::lock_guard<std::mutex> lock(runtime().mutex);
-  bool inside = false;
-  return find_allocation(p, 1, inside) == nullptr;
 }
 
 }  // namespace
@@ -491,14 +479,15 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
   const cudaError_t status = m2f::emulation::check_copy(dst, src, count, kind);
   if (status != cudaSuccess || count == 0) return status;
   std::function<void()> work = [dst, src, count] { std::memmove(dst, src, count); };
-  if (m2f::emulation::pageable(src)) {  // from pageable memory: CUDA stages it at the call
+  const m2f::emulation::Memory to = m2f::emulation::memory_at(dst), from = m2f::emulation::memory_at(src);
+  if (from == m2f::emulation::Memory::pageable) {  // CUDA stages it at the call
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + count);
     work = [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); };
   }
   // Into pageable memory, and between two host buffers, CUDA returns once the copy is done: in the
   // stream's order, after the work it waits for.
-  const bool synchronous = m2f::emulation::pageable(dst) ||
-                           (!m2f::emulation::is_device_memory(dst) && !m2f::emulation::is_device_memory(src));
+  const bool synchronous = to == m2f::emulation::Memory::pageable ||
+                           (to != m2f::emulation::Memory::device && from != m2f::emulation::Memory::device);
   std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   const unsigned long long sequence = m2f::emulation::enqueue_work(stream, std::move(work));
   if (!synchronous) return cudaSuccess;
@@ -569,7 +558,10 @@ static void run_until_event(cudaEvent_t event) {
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   if (m2f::emulation::event_is_live(event)) m2f::emulation::run_all();
-  return m2f::emulation::destroy_handle(&m2f::emulation::Runtime::events, event);
+  std::lock_guard<std::mutex> registry(runtime().mutex);
+  if (runtime().events.erase(event) == 0) return fail(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
