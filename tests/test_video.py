@@ -64,16 +64,60 @@ def test_sources_that_cannot_open_say_why(tmp_path):
         open_source(str(tmp_path / "missing.mp4"))
     with pytest.raises(SourceError, match="unknown scheme 'foo'"):
         open_source("foo://bar")
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(os.urandom(4096))
-    with pytest.raises(SourceError, match="cannot decode"):
-        open_source(str(broken))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SourceError, match="no image files"):
         open_source(str(empty))
     with pytest.raises(SourceError, match="no such device"):
         open_source("v4l2:///dev/video_missing_99")
+
+
+def _mp4_with_frames_zeroed(path):
+    """A real mp4 whose container is intact but whose coded frames are all zero bytes."""
+    data = bytearray(open(make_video(path, count=3, size=(64, 48)), "rb").read())
+    at = data.find(b"mdat")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = bytes(size - 8)
+    return bytes(data)
+
+
+# Fixed bytes, not random ones: about one random 4 KiB file in 2000 starts like an image ("BM", "/"),
+# which OpenCV 4.6's image-sequence backend claims and then decodes no frame from (CI once failed so).
+BROKEN_VIDEOS = {
+    "text": lambda path: b"this is not a video\n" * 200,
+    "starts like a BMP": lambda path: b"BM" + bytes(range(256)) * 16,
+    "mp4 with its frames zeroed": _mp4_with_frames_zeroed,
+}
+
+
+@pytest.mark.parametrize("live", [False, True])
+@pytest.mark.parametrize("case", sorted(BROKEN_VIDEOS))
+def test_video_file_that_cannot_be_decoded_fails_at_open(tmp_path, case, live):
+    data = BROKEN_VIDEOS[case](tmp_path / "good.mp4")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data)
+    reference = cv2.VideoCapture(str(broken))  # OpenCV itself says which way this file fails
+    opens = reference.isOpened()
+    assert not (opens and reference.read()[0]), "the test file decodes: it is not broken"
+    reference.release()
+    if case == "mp4 with its frames zeroed":
+        assert opens, "FFmpeg should open the intact container"
+    why = "decodes no frame" if opens else "no backend opens it"
+    with pytest.raises(SourceError, match="cannot decode this video file.*" + why):
+        open_source(str(broken), live=live)
+
+
+def test_first_frame_decoded_at_open_is_delivered_first(tmp_path):
+    path = make_video(tmp_path / "clip.avi", count=3, size=(32, 24), fps=10.0)
+    with open_source(path) as source:
+        assert source.frames_read == 0
+        frames = list(source)
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert [decoded_level(f.image) for f in frames] == pytest.approx([frame_level(i) for i in range(3)], abs=8)
+    assert [f.pts for f in frames] == pytest.approx([0.0, 0.1, 0.2], abs=0.02)
+    with open_source(path, live=True, queue_size=8) as live:
+        levels = [decoded_level(f.image) for f in live]
+    assert levels == pytest.approx([frame_level(i) for i in range(3)], abs=8)
 
 
 def test_unreadable_image_fails_on_its_frame(tmp_path):

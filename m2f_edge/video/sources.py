@@ -187,18 +187,60 @@ class Source:
             self.height, self.width = int(image.shape[0]), int(image.shape[1])
 
 
+def _open_video_file(path: str, uri: str, api_preference: Optional[int] = None):
+    """(capture, first image): a video file opened with OpenCV and shown decodable by decoding its first
+    frame. OpenCV's image-sequence backend claims files that merely start like an image (a corrupt .mp4
+    beginning with "BM" opens as a BMP), and such a capture delivers no frame; without this check a broken
+    file would read as an empty video instead of failing."""
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(path) if api_preference is None else cv2.VideoCapture(path, api_preference)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError("source %r: OpenCV (%s) cannot decode this video file (no backend opens it)"
+                          % (uri, cv2.__version__))
+    ok, image = cap.read()
+    if not ok or image is None:
+        backend = cap.getBackendName() if hasattr(cap, "getBackendName") else "?"
+        cap.release()
+        raise SourceError("source %r: OpenCV (%s) cannot decode this video file (its %s backend opened it "
+                          "but decodes no frame)" % (uri, cv2.__version__, backend))
+    return cap, image
+
+
+class _FirstFrameAgain:
+    """A capture that hands out the already decoded first frame before the rest (for live file sources)."""
+
+    def __init__(self, cap, first_image):
+        self._cap = cap
+        self._first = first_image
+
+    def read(self):
+        if self._first is not None:
+            image, self._first = self._first, None
+            return True, image
+        return self._cap.read()
+
+    def isOpened(self):  # noqa: N802 (cv2.VideoCapture's name)
+        return self._cap.isOpened()
+
+    def get(self, prop):
+        return self._cap.get(prop)
+
+    def release(self):
+        self._cap.release()
+
+
 class VideoFileSource(Source):
-    """A video file decoded with OpenCV on demand; never drops a frame."""
+    """A video file decoded with OpenCV on demand; never drops a frame. Opening decodes the first frame
+    (kept for the first read), so a file OpenCV cannot decode fails here with SourceError."""
 
     def __init__(self, path: str, uri: Optional[str] = None, api_preference: Optional[int] = None):
         super().__init__(uri or path)
         cv2 = _cv2()
         if not os.path.isfile(path):
             raise SourceError("source %r: no such video file" % (path,))
-        self._cap = cv2.VideoCapture(path) if api_preference is None else cv2.VideoCapture(path, api_preference)
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise SourceError("source %r: OpenCV (%s) cannot decode this video file" % (path, cv2.__version__))
+        self._cap, first_image = _open_video_file(path, self.uri, api_preference)
+        self._pending = (first_image, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
@@ -214,11 +256,14 @@ class VideoFileSource(Source):
                 raise SourceError("source %r: read after close" % (self.uri,))
             if self.eos:
                 return None
-            ok, image = self._cap.read()
-            if not ok or image is None:
-                self.eos = True
-                return None
-            pts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if self._pending is not None:
+                (image, pts), self._pending = self._pending, None
+            else:
+                ok, image = self._cap.read()
+                if not ok or image is None:
+                    self.eos = True
+                    return None
+                pts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             frame = Frame(image, self.frames_read, time.monotonic(), pts, self.uri)
             self.frames_read += 1
             self._note_size(image)
@@ -228,6 +273,7 @@ class VideoFileSource(Source):
         with self._lock:
             if not self.closed:
                 self._cap.release()
+                self._pending = None
             self.closed = True
 
 
@@ -630,11 +676,10 @@ def open_source(uri, **options) -> Source:
     if not os.path.exists(path):
         raise SourceError("source %r: no such file, folder or device" % (uri,))
     if _as_bool(opts.get("live", False)):
-        cv2 = _cv2()
         live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else False
 
         def open_file():
-            return cv2.VideoCapture(path)
+            return _FirstFrameAgain(*_open_video_file(path, uri))
 
         return LiveSource(open_file, uri, describe="video file %r" % path, **live_kw)
     return VideoFileSource(path, uri)
