@@ -178,17 +178,18 @@ def test_gstreamer_videotestsrc_pipeline():
 class ScriptedCapture:
     """A cv2.VideoCapture stand-in: yields `count` frames, then fails (or raises `error`)."""
 
-    def __init__(self, count, start=0, delay=0.0, error=None, opened=True):
-        self.count, self.next, self.delay, self.error, self.opened = count, start, delay, error, opened
+    def __init__(self, count, start=0, error=None, opened=True, gate=None):
+        self.count, self.next, self.error, self.opened = count, start, error, opened
         self.start = start
+        self.gate = gate  # a threading.Event each read waits for, as a driver blocks until a frame comes
         self.released = False
 
     def isOpened(self):
         return self.opened
 
     def read(self):
-        if self.delay:
-            time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait()
         if self.next - self.start >= self.count:
             if self.error is not None:
                 raise self.error
@@ -262,12 +263,19 @@ def test_live_source_that_cannot_open_starts_no_thread():
 
 
 def test_live_source_stall_timeout_and_prompt_close():
-    source = LiveSource(lambda: ScriptedCapture(1000, delay=0.3), "test://slow", reconnect=False, stall_timeout=0.05)
+    # The capture is held in read() until the gate opens, so no frame can come before the stall timeout
+    # however the threads are scheduled; close() then waits only for that one blocked read.
+    gate = threading.Event()
+    source = LiveSource(lambda: ScriptedCapture(1000, gate=gate), "test://slow", reconnect=False,
+                        stall_timeout=0.05)
     with pytest.raises(SourceError, match="no frame for"):
         source.read()
+    release = threading.Timer(0.3, gate.set)
+    release.start()
     started = time.monotonic()
     source.close()
-    assert time.monotonic() - started < 2.0
+    assert 0.2 < time.monotonic() - started < 2.0
+    release.join()
     with pytest.raises(SourceError, match="after close"):
         source.read()
 
