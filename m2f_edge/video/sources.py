@@ -189,9 +189,9 @@ class Source:
 
 def _open_video_file(path: str, uri: str, api_preference: Optional[int] = None):
     """(capture, first image): a video file opened with OpenCV and shown decodable by decoding its first
-    frame. OpenCV's image-sequence backend claims files that merely start like an image (a corrupt .mp4
-    beginning with "BM" opens as a BMP), and such a capture delivers no frame; without this check a broken
-    file would read as an empty video instead of failing."""
+    frame. OpenCV opens files it cannot decode (FFmpeg a container whose frames are damaged; OpenCV 4.6's
+    image-sequence backend any file that starts like an image, such as "BM"), and such a capture delivers
+    no frame: without this check a broken file would read as an empty video instead of failing."""
     cv2 = _cv2()
     cap = cv2.VideoCapture(path) if api_preference is None else cv2.VideoCapture(path, api_preference)
     if not cap.isOpened():
