@@ -200,7 +200,7 @@ def _open_video_file(path: str, uri: str, api_preference: Optional[int] = None):
                           % (uri, cv2.__version__))
     ok, image = cap.read()
     if not ok or image is None:
-        backend = cap.getBackendName() if hasattr(cap, "getBackendName") else "?"
+        backend = cap.getBackendName()
         cap.release()
         raise SourceError("source %r: OpenCV (%s) cannot decode this video file (its %s backend opened it "
                           "but decodes no frame)" % (uri, cv2.__version__, backend))
