@@ -131,12 +131,18 @@ class GpuPipeline:
         self.backend = backend
         self.contract = contract
         self.stream = Stream()
-        self._pipeline = _core.tensorrt.Pipeline(
-            backend._engine, contract, input=backend.input_name, outputs=dict(output_map or {}), color=color,
-            resize=resize, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-            score_threshold=float(score_threshold), max_instances=int(max_instances),
-            no_object_index=int(no_object_index), topk=int(topk), use_cuda_graph=use_cuda_graph)
+        self._options = dict(output_map=dict(output_map or {}), color=color, resize=resize,
+                             mean=tuple(float(m) for m in mean), std=tuple(float(v) for v in std),
+                             score_threshold=float(score_threshold), max_instances=int(max_instances),
+                             no_object_index=int(no_object_index), topk=int(topk), use_cuda_graph=use_cuda_graph)
+        self._pipeline = self._make_pipeline(self._options)
         self._frames = {}  # type: Dict[Tuple[int, ...], Any]
+
+    def _make_pipeline(self, options: Dict[str, Any]):
+        settings = dict(options)
+        outputs = settings.pop("output_map")
+        return _core.tensorrt.Pipeline(self.backend._engine, self.contract, input=self.backend.input_name,
+                                       outputs=outputs, **settings)
 
     @property
     def cuda_graph_active(self) -> bool:
@@ -157,21 +163,24 @@ class GpuPipeline:
             self._frames[key] = DeviceArray((height, width, channels), "uint8", "auto")
         return self._frames[key]
 
-    def _staging_buffer(self, shape: Tuple[int, ...], index: int):
-        # One per batch position: frames of one batch are staged before any of their copies has run,
-        # so two same-sized frames sharing one staging buffer would both arrive as the last one.
-        key = ("staging", index) + tuple(shape)
+    def _slot_buffer(self, slot: int, index: int, shape: Tuple[int, ...]):
+        # Page-locked host memory, one per (slot, batch position): the frames of one batch are staged
+        # before any of their copies has run, and a slot is not reused before its batch has finished.
+        key = ("slot", slot, index) + tuple(shape)
         if key not in self._frames:
-            self._frames[key] = DeviceArray(tuple(shape), "uint8", "mapped")  # page-locked host memory
+            self._frames[key] = DeviceArray(tuple(shape), "uint8", "mapped")
         return self._frames[key]
 
-    def run(self, frames: Sequence[Any], masks_to: str = "host") -> List[Dict[str, Any]]:
-        """frames: GPU arrays or numpy (H, W, C) uint8 arrays. Returns one dict per frame with the
-        keys of _core.postprocess_* plus "transform"."""
+    def stage(self, frames: Sequence[Any], slot: Optional[int] = None) -> List[Any]:
+        """Bring host frames to where run_staged() reads them (a CPU copy; the GPU is not touched, so it
+        may run in another thread while an earlier batch is on the GPU). slot: a staging slot owned by
+        the caller until its run_staged() has returned; None when nothing else is in flight, which on
+        Jetson writes straight into the frame buffers the GPU reads (no copy on the GPU at all). GPU
+        frames pass through untouched."""
         staged = []
         for i, frame in enumerate(frames):
             if is_gpu_array(frame) or isinstance(frame, DeviceArray):
-                staged.append(frame)
+                staged.append((frame, None))
                 continue
             frame = np.asarray(frame)
             if frame.ndim == 2:
@@ -180,18 +189,47 @@ class GpuPipeline:
                 raise ValueError("frames[{}]: expected an (H, W, C) uint8 array, got {} {}".format(
                     i, frame.dtype, frame.shape))
             buffer = self.frame_buffer(frame.shape[0], frame.shape[1], frame.shape[2], index=i)
-            if buffer.mapped:
+            if slot is None and buffer.mapped:
                 buffer.numpy()[...] = frame  # Jetson: the GPU reads these very bytes
-            else:
-                # discrete GPU: into pinned staging (a CPU copy), then an async DMA on the pipeline's stream;
-                # the previous run() has waited for its own copy, so the staging buffer is free again
-                staging = self._staging_buffer(buffer.shape, i)
-                staging.numpy()[...] = frame
+                staged.append((buffer, None))
+                continue
+            staging = self._slot_buffer(0 if slot is None else slot, i, buffer.shape)
+            staging.numpy()[...] = frame
+            staged.append((buffer, staging))
+        return staged
+
+    def run_staged(self, staged: Sequence[Any], masks_to: str = "host") -> List[Dict[str, Any]]:
+        """Run frames from stage(): staged copies go into the fixed frame buffers on the pipeline's stream
+        (so a captured CUDA graph keeps its pointers), then the pipeline. One dict per frame with the
+        keys of _core.postprocess_* plus "transform"."""
+        buffers = []
+        for buffer, staging in staged:
+            if staging is not None:
                 _gpu.copy(buffer, staging, stream=self.stream, synchronize=False)
-            staged.append(buffer)
-        if not staged:
+            buffers.append(buffer)
+        if not buffers:
             return []
-        return list(self._pipeline.run(staged, stream=self.stream, masks_to=masks_to))
+        return list(self._pipeline.run(buffers, stream=self.stream, masks_to=masks_to))
+
+    def run(self, frames: Sequence[Any], masks_to: str = "host") -> List[Dict[str, Any]]:
+        """frames: GPU arrays or numpy (H, W, C) uint8 arrays. Returns one dict per frame with the
+        keys of _core.postprocess_* plus "transform"."""
+        return self.run_staged(self.stage(frames), masks_to=masks_to)
+
+    def apply_settings(self, **settings) -> None:
+        """Change settings (those of the constructor but backend and contract) from the next run on. The
+        C++ pipeline is updated in place where it can be, else made anew on the same engine; either way a
+        CUDA graph captured with the old settings is never replayed."""
+        unknown = sorted(set(settings) - set(self._options))
+        if unknown:
+            raise TypeError("apply_settings: unknown setting(s) {}".format(", ".join(unknown)))
+        options = dict(self._options, **settings)
+        update = getattr(self._pipeline, "update", None)
+        if callable(update):
+            update(**settings)
+        else:
+            self._pipeline = self._make_pipeline(options)
+        self._options = options
 
 
 __all__ = ["available", "built_with_cuda", "device_info", "require_gpu", "is_gpu_array", "stream_handle",

@@ -12,6 +12,7 @@ from . import _core
 from .backends import Backend, open_backend
 from .backends.base import canonical_output_names, detect_contract
 from .instances import Instances
+from .runners import RUNNER_CHOICES, fixed_batch_padding, pick_runner
 from .spec import Spec, coerce_spec, from_metadata, load_sidecar
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,30 @@ class Prepared:
     def __repr__(self) -> str:
         return "Prepared(tensor={} {}, {} frames)".format(self.tensor.dtype.name, tuple(self.tensor.shape),
                                                            len(self.transforms))
+
+
+FIXED_AFTER_CONSTRUCTION = ("backend", "model_path", "contract", "input_size", "input_dtype", "batch_range",
+                            "num_classes", "runner", "settings")
+
+
+class _Setting:
+    """A Segmenter setting: checked when set (a bad value raises naming it), read by the runner on
+    every batch."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name = name
+        self.slot = "_setting_" + name
+
+    def __get__(self, segmenter, owner=None):
+        if segmenter is None:
+            return self
+        return segmenter.__dict__[self.slot]
+
+    def __set__(self, segmenter, value):
+        segmenter.__dict__[self.slot] = self.check(segmenter, value)
 
 
 class Segmenter:
@@ -85,11 +110,12 @@ class Segmenter:
                  class_names: Optional[Sequence[str]] = None, spec=None,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  no_object_index: Optional[int] = None, topk: Optional[int] = None, threads: int = 0,
-                 providers=None):
+                 providers=None, runner: str = "auto"):
         _check_choice("resize", resize, RESIZE_MODES)
         _check_choice("color", color, COLORS)
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
-            raise ValueError("threads: expected an integer >= 0 (0 = all cores), got {!r}".format(threads))
+        if not callable(runner):
+            _check_choice("runner", runner, RUNNER_CHOICES)
+        _threads_arg(threads)
         explicit = Spec(
             class_names=_names_arg(class_names),
             mean=_triple_arg("mean", mean, allow_zero=True),
@@ -108,7 +134,6 @@ class Segmenter:
             model_path = os.fspath(model)
             self.backend = open_backend(model_path, backend, providers=providers, threads=threads)
         self.model_path = model_path
-        self._gpu_pipeline = None  # GpuPipeline, made on the first frame a TensorRT backend runs
 
         self.contract = detect_contract(self.backend.output_names)
         self._output_names = canonical_output_names(self.backend.output_names)
@@ -132,10 +157,7 @@ class Segmenter:
         self.no_object_index = settings.no_object_index if settings.no_object_index is not None else 0
         self.topk = settings.topk if settings.topk is not None else DEFAULT_TOPK
         self.threads = int(threads)
-        if self.contract == "raw" and self.num_classes is not None and \
-                self.no_object_index not in (0, -1, self.num_classes):
-            raise ValueError("no_object_index: expected 0 (TAO), -1 or {} (last) for a model with {} classes, got "
-                             "{}".format(self.num_classes, self.num_classes, self.no_object_index))
+        self.runner = pick_runner(self, runner)
 
         if settings.class_names is not None:
             self.class_names = list(settings.class_names)
@@ -148,6 +170,34 @@ class Segmenter:
                 len(self.class_names) < self.num_classes:
             logger.warning("%d class names for a model with %d classes; the others are named class_<k>",
                            len(self.class_names), self.num_classes)
+        self._constructed = True
+
+    # --- settings: each may change between frames and takes effect on the next, on every runner --------------
+
+    score_threshold = _Setting(lambda seg, v: _unit_arg("score_threshold", v))
+    max_instances = _Setting(lambda seg, v: _positive_int_arg("max_instances", v))
+    resize = _Setting(lambda seg, v: _choice_arg("resize", v, RESIZE_MODES))
+    color = _Setting(lambda seg, v: _choice_arg("color", v, COLORS))
+    mean = _Setting(lambda seg, v: _triple_arg("mean", v, allow_zero=True, required=True))
+    std = _Setting(lambda seg, v: _triple_arg("std", v, allow_zero=False, required=True))
+    no_object_index = _Setting(lambda seg, v: seg._no_object_arg(v))
+    topk = _Setting(lambda seg, v: _positive_int_arg("topk", v))
+    threads = _Setting(lambda seg, v: _threads_arg(v))
+    class_names = _Setting(lambda seg, v: _names_arg(v, required=True))
+    category_ids = _Setting(lambda seg, v: None if v is None else [_int_arg("category_ids", c) for c in v])
+
+    def __setattr__(self, name, value):
+        if name in FIXED_AFTER_CONSTRUCTION and self.__dict__.get("_constructed"):
+            raise AttributeError("{}: fixed when the Segmenter is built (it comes from the model or picks its "
+                                 "buffers); make a new Segmenter to change it".format(name))
+        object.__setattr__(self, name, value)
+
+    def _no_object_arg(self, value) -> int:
+        value = _int_arg("no_object_index", value)
+        if self.contract == "raw" and self.num_classes is not None and value not in (0, -1, self.num_classes):
+            raise ValueError("no_object_index: expected 0 (TAO), -1 or {} (last) for a model with {} classes, got "
+                             "{}".format(self.num_classes, self.num_classes, value))
+        return value
 
     def _num_classes(self, settings: Spec) -> Optional[int]:
         if self.contract == "raw":
@@ -211,8 +261,9 @@ class Segmenter:
         if high is not None and count > high:
             parts = [self.infer(tensor[i:i + high]) for i in range(0, count, high)]
             return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        if low is not None and count < low:
-            padded = np.zeros((low,) + tuple(tensor.shape[1:]), tensor.dtype)
+        pad = fixed_batch_padding(count, self.batch_range)
+        if pad:
+            padded = np.zeros((count + pad,) + tuple(tensor.shape[1:]), tensor.dtype)
             padded[:count] = tensor
             tensor = padded
         raw = self.backend.run(tensor)
@@ -227,6 +278,11 @@ class Segmenter:
 
     def postprocess(self, outputs: Dict[str, np.ndarray], transforms: Sequence) -> List[Instances]:
         """Turn model outputs (from infer) into one Instances per transform, at each frame's own size."""
+        return [self._instances_from_record(r) for r in self.postprocess_records(outputs, transforms)]
+
+    def postprocess_records(self, outputs: Dict[str, np.ndarray], transforms: Sequence) -> List[Dict]:
+        """postprocess() before the Instances are made: one dict per transform with the keys of
+        _core.postprocess_* plus "transform" (what the device pipeline returns too)."""
         results = []
         for i, transform in enumerate(transforms):
             if self.contract == "deployable":
@@ -243,38 +299,36 @@ class Segmenter:
                     no_object_index=int(self.no_object_index), topk=int(self.topk),
                     score_threshold=float(self.score_threshold), max_instances=int(self.max_instances),
                     threads=self.threads)
-            results.append(Instances.from_core(result, (transform.frame_height, transform.frame_width),
-                                               class_table=self.class_names, category_ids=self.category_ids))
+            result["transform"] = transform
+            results.append(result)
         return results
 
     # --- whole pipeline -----------------------------------------------------------------------------------------
 
     def run(self, frame) -> Instances:
-        """Segment one frame (H,W,C or H,W uint8); returns its Instances.
+        """Segment one frame (H,W,C or H,W uint8); returns its Instances, through the Segmenter's runner.
 
-        With a TensorRT backend the whole frame -> Instances path runs on the GPU (GpuPipeline): a numpy
-        frame is written once into mapped memory (Jetson) or pinned staging (discrete GPU), and a frame
-        already on the GPU (CuPy, PyTorch, anything with __cuda_array_interface__ or DLPack) is read in
-        place. Masks come back to the host as new arrays.
+        With a TensorRT backend that is the device runner: the whole frame -> Instances path on the GPU
+        (GpuPipeline); a numpy frame is written once into mapped memory (Jetson) or pinned staging
+        (discrete GPU), and a frame already on the GPU (CuPy, PyTorch, anything with
+        __cuda_array_interface__ or DLPack) is read in place. Masks come back to the host as new arrays.
         """
-        if self._uses_gpu_pipeline(frame, "frame"):
-            return self._run_on_gpu([frame])[0]
-        if not isinstance(frame, np.ndarray):
-            raise TypeError("frame: expected a numpy uint8 array (H,W,3), got {}{}".format(
-                type(frame).__name__, "; use run_batch for several frames" if isinstance(frame, (list, tuple))
-                else ""))
-        if frame.ndim == 4:
-            raise ValueError("frame: got a batch of shape {}; use run_batch".format(frame.shape))
-        prepared = self.preprocess([frame])
-        return self.postprocess(self.infer(prepared.tensor), prepared.transforms)[0]
+        if not self._is_gpu_frame(frame, "frame"):
+            if not isinstance(frame, np.ndarray):
+                raise TypeError("frame: expected a numpy uint8 array (H,W,3), got {}{}".format(
+                    type(frame).__name__, "; use run_batch for several frames" if isinstance(frame, (list, tuple))
+                    else ""))
+            if frame.ndim == 4:
+                raise ValueError("frame: got a batch of shape {}; use run_batch".format(frame.shape))
+        return self.runner.run([frame])[0]
 
     def run_batch(self, frames: Frames, batch_size: Optional[int] = None) -> List[Instances]:
         """Segment several frames (a list of any sizes, or one (B,H,W,C) array); one Instances per frame.
 
-        Frames go to the model in chunks of batch_size (default: the model's maximum batch, or 8 when it
+        Frames go to the runner in chunks of batch_size (default: the model's maximum batch, or 8 when it
         is dynamic and unbounded).
         """
-        if isinstance(frames, (list, tuple)) and frames and self._uses_gpu_pipeline(frames[0], "frames[0]"):
+        if isinstance(frames, (list, tuple)) and frames and self._is_gpu_frame(frames[0], "frames[0]"):
             batch = list(frames)
         else:
             batch = _as_frame_list(frames)
@@ -285,40 +339,31 @@ class Segmenter:
         chunk = int(batch_size) if batch_size else (high if high is not None else max(low or 1, DYNAMIC_BATCH_CHUNK))
         if chunk < 1:
             raise ValueError("batch_size: expected a positive integer, got {}".format(batch_size))
+        if high is not None and chunk > high:
+            raise ValueError("batch_size: the model takes at most {} frames per call, got {}".format(high, chunk))
         results = []
         for start in range(0, count, chunk):
             part = batch[start:start + chunk]
-            if self._uses_gpu_pipeline(part[0], "frames[{}]".format(start)):
-                results.extend(self._run_on_gpu(list(part)))
-                continue
-            prepared = self.preprocess(part)
-            results.extend(self.postprocess(self.infer(prepared.tensor), prepared.transforms))
+            results.extend(self.runner.run(list(part) if isinstance(part, list) else part))
         return results
 
-    def _uses_gpu_pipeline(self, frame, name: str) -> bool:
-        """True where the frame goes through GpuPipeline: always with a backend that can drive it
-        (TensorRT); a GPU frame with another backend is refused rather than silently copied to the host."""
+    def _is_gpu_frame(self, frame, name: str) -> bool:
+        """True for a frame on the GPU, which only the device runner reads; the host runner refuses one
+        rather than copying it to the host silently."""
         from . import gpu
 
         on_gpu = gpu.is_gpu_array(frame)
-        if getattr(self.backend, "runs_gpu_pipeline", False):
-            return True
-        if on_gpu:
-            raise TypeError("{}: a frame on the GPU needs the TensorRT backend (this Segmenter uses {}); copy it to "
-                            "the host first (e.g. cupy.asnumpy, tensor.cpu().numpy())".format(name, self.backend.name))
-        return False
+        if on_gpu and self.runner.name != "device":
+            raise TypeError("{}: a frame on the GPU needs the device runner (a TensorRT backend; this Segmenter "
+                            "uses {} with the {} runner); copy it to the host first (e.g. cupy.asnumpy, "
+                            "tensor.cpu().numpy())".format(name, self.backend.name, self.runner.name))
+        return on_gpu
 
-    def _run_on_gpu(self, frames: List) -> List[Instances]:
-        if self._gpu_pipeline is None:
-            from .gpu import GpuPipeline
-
-            self._gpu_pipeline = GpuPipeline(
-                self.backend, self.contract, resize=self.resize, color=self.color, mean=self.mean, std=self.std,
-                score_threshold=float(self.score_threshold), max_instances=int(self.max_instances),
-                no_object_index=int(self.no_object_index), topk=int(self.topk), output_map=dict(self._output_names))
-        results = self._gpu_pipeline.run(frames, masks_to="host")
-        return [Instances.from_core(r, (r["transform"].frame_height, r["transform"].frame_width),
-                                    class_table=self.class_names, category_ids=self.category_ids) for r in results]
+    def _instances_from_record(self, record) -> Instances:
+        """An Instances from one frame's result of the core's post-processing (CPU or GPU)."""
+        transform = record["transform"]
+        return Instances.from_core(record, (transform.frame_height, transform.frame_width),
+                                   class_table=self.class_names, category_ids=self.category_ids)
 
     __call__ = run
 
@@ -347,6 +392,7 @@ class Segmenter:
         raise ValueError("{}: expected 1, 3 or 4 channels, got {}".format(name, channels))
 
     def close(self) -> None:
+        self.runner.close()
         self.backend.close()
 
     def __enter__(self):
@@ -402,16 +448,29 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError("{}: expected one of {}, got {!r}".format(name, list(choices), value))
 
 
-def _names_arg(value) -> Optional[List[str]]:
-    if value is None:
+def _choice_arg(name: str, value, choices) -> str:
+    _check_choice(name, value, choices)
+    return value
+
+
+def _threads_arg(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError("threads: expected an integer >= 0 (0 = all cores), got {!r}".format(value))
+    return int(value)
+
+
+def _names_arg(value, required: bool = False) -> Optional[List[str]]:
+    if value is None and not required:
         return None
+    if value is None:
+        raise TypeError("class_names: expected a list of strings, got None")
     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
         raise TypeError("class_names: expected a list of strings, got {!r}".format(value))
     return list(value)
 
 
-def _triple_arg(name: str, value, allow_zero: bool) -> Optional[Tuple[float, float, float]]:
-    if value is None:
+def _triple_arg(name: str, value, allow_zero: bool, required: bool = False) -> Optional[Tuple[float, float, float]]:
+    if value is None and not required:
         return None
     try:
         numbers = tuple(float(v) for v in value)

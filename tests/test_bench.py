@@ -18,6 +18,7 @@ import fake_jetson  # noqa: E402
 from m2f_edge.bench import cli, compare, model_card, reports  # noqa: E402
 from m2f_edge.bench.frames import load_frames, parse_size, synthetic_frames  # noqa: E402
 from m2f_edge.bench.runner import BenchConfig, latency_stats, run_latency, run_throughput  # noqa: E402
+from m2f_edge.runners import HostRunner  # noqa: E402
 from m2f_edge.telemetry import jetson  # noqa: E402
 
 
@@ -52,6 +53,7 @@ class SteppedSegmenter(object):
         self.clock, self.pre, self.infer_s, self.post = clock, pre, infer, post
         self.calls = {"pre": 0, "infer": 0, "post": 0}
         self.batches = []
+        self.runner = HostRunner(self)
         if timings is not None:
             self.backend = types.SimpleNamespace(name="fake", last_timings=lambda: dict(timings))
 
@@ -118,6 +120,7 @@ class SleepingSegmenter(object):
         self.fail_at = fail_at
         self.infer_calls = 0
         self.lock = threading.Lock()
+        self.runner = HostRunner(self)
 
     def _stage(self, name):
         start = time.perf_counter()

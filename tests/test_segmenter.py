@@ -566,9 +566,9 @@ class _FakeCudaFrame:
 
 def test_gpu_frame_with_onnxruntime_is_refused_clearly(tiny_model):
     seg = Segmenter(tiny_model("deployable"))
-    with pytest.raises(TypeError, match="frame: a frame on the GPU needs the TensorRT backend"):
+    with pytest.raises(TypeError, match="frame: a frame on the GPU needs the device runner"):
         seg.run(_FakeCudaFrame())
-    with pytest.raises(TypeError, match=r"frames\[0\]: a frame on the GPU needs the TensorRT backend"):
+    with pytest.raises(TypeError, match=r"frames\[0\]: a frame on the GPU needs the device runner"):
         seg.run_batch([_FakeCudaFrame()])
     frame, _ = make_test_frame()
     assert len(seg.run(frame)) == 3  # red, green, blue: the refusal leaves the segmenter usable

@@ -10,6 +10,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 import m2f_edge  # noqa: E402
+from m2f_edge.runners import HostRunner  # noqa: E402
 from m2f_edge.video import SourceError, StreamError, multi, open_source  # noqa: E402
 from m2f_edge.video.sources import LiveSource  # noqa: E402
 from m2f_edge.video.stream import stream  # noqa: E402
@@ -149,24 +150,28 @@ def test_source_dying_mid_stream_ends_with_its_error_and_no_half_written_file(se
     source.close()
 
 
-class FlakySegmenter:
-    """Delegates to a Segmenter; its post-processing fails on the batch holding frame `bad`."""
+class FlakyRunner(HostRunner):
+    """The host runner, whose post-processing fails on the batch holding frame `bad`."""
 
     def __init__(self, segmenter, bad):
-        self._seg, self._bad, self._calls = segmenter, bad, 0
-        self.batch_range = segmenter.batch_range
+        super().__init__(segmenter)
+        self._bad, self._calls = bad, 0
+        self.batch_sizes = []
 
-    def preprocess(self, frames):
-        return self._seg.preprocess(frames)
+    def _infer(self, job):
+        self.batch_sizes.append(job.count)
+        super()._infer(job)
 
-    def infer(self, tensor):
-        return self._seg.infer(tensor)
-
-    def postprocess(self, outputs, transforms):
+    def _postprocess(self, job):
         call, self._calls = self._calls, self._calls + 1
         if call == self._bad:
             raise ValueError("corrupt output")
-        return self._seg.postprocess(outputs, transforms)
+        super()._postprocess(job)
+
+
+def FlakySegmenter(segmenter, bad):
+    return m2f_edge.Segmenter(segmenter.model_path, class_names=CLASS_NAMES_3, threads=1,
+                              runner=lambda seg: FlakyRunner(seg, bad))
 
 
 def test_a_failing_stage_raises_in_order_or_is_skipped(segmenter, video):
@@ -210,23 +215,13 @@ def test_bad_sources_and_arguments_fail_before_starting(segmenter, video, tmp_pa
         list(pipeline)
 
 
-class CountingSegmenter(FlakySegmenter):
-    def __init__(self, segmenter):
-        super().__init__(segmenter, bad=-1)
-        self.batch_sizes = []
-
-    def infer(self, tensor):
-        self.batch_sizes.append(int(tensor.shape[0]))
-        return self._seg.infer(tensor)
-
-
 def test_multi_batches_one_frame_per_source(segmenter, tmp_path):
     long_video = make_video(tmp_path / "a.avi", count=6, size=(320, 240), painter=lambda i: shifted_frame(i)[0])
     short_video = make_video(tmp_path / "b.avi", count=4, size=(320, 240),
                              painter=lambda i: shifted_frame(i + 10)[0])
-    counting = CountingSegmenter(segmenter)
+    counting = FlakySegmenter(segmenter, bad=-1)
     rounds = list(multi(counting, [long_video, short_video]))
-    assert counting.batch_sizes == [2, 2, 2, 2, 1, 1]
+    assert counting.runner.batch_sizes == [2, 2, 2, 2, 1, 1]
     assert [[(r.source_index, r.index) for r in batch] for batch in rounds] == \
         [[(0, i), (1, i)] for i in range(4)] + [[(0, 4)], [(0, 5)]]
     for batch in rounds:

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=3.0, metavar="SECONDS",
                         help="wait after a power-mode switch before measuring (default: 3)")
     parser.add_argument("--backend", default="auto", help="Segmenter backend (default: auto)")
+    parser.add_argument("--runner", choices=["auto", "host", "device"], default="auto",
+                        help="which runner to time: the one Segmenter.run uses (auto: device for TensorRT "
+                             "engines, else host), or force host (CPU stages around the backend) or device "
+                             "(the whole path on the GPU) to compare both on one engine")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for pre/post-processing (0 = all)")
     parser.add_argument("--no-jtop", action="store_true", help="do not use jetson-stats even when installed")
     parser.add_argument("--sample-period", type=float, default=0.1, metavar="SECONDS",
@@ -108,7 +112,7 @@ def make_segmenter(args):
         raise RuntimeError("m2f_edge.Segmenter is not available in this build ({})".format(error))
     if not os.path.exists(args.model):
         raise UsageError("--model: {!r} does not exist".format(args.model))
-    return Segmenter(args.model, backend=args.backend, threads=args.threads)
+    return Segmenter(args.model, backend=args.backend, threads=args.threads, runner=args.runner)
 
 
 def describe_model(segmenter, path: str) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ from ..telemetry.facts import value_of
 from .model_card import COMPARABILITY_NOTE
 
 STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")
-CSV_STAGES = ("e2e", "preprocess", "inference", "postprocess", "enqueue", "gpu")
+CSV_STAGES = ("e2e", "preprocess", "inference", "postprocess", "upload", "enqueue", "gpu")
 
 
 def schema_path() -> str:
@@ -112,8 +112,8 @@ def format_table(document: Dict[str, Any]) -> str:
     """The readable terminal table: one block per power mode, one row per (mode, batch)."""
     out = ["m2f-edge-bench  {}".format(document["created_utc"])]
     out += platform_summary(document)
-    header = ["mode", "batch", "FPS", "e2e p50", "p90", "p99", "pre p50", "infer p50", "post p50", "enqueue",
-              "gpu", "CV", "W", "J/frame", "FPS/W", "card FPS"]
+    header = ["runner", "mode", "batch", "FPS", "e2e p50", "p90", "p99", "pre p50", "infer p50", "post p50",
+              "upload", "enqueue", "gpu", "graph", "CV", "W", "J/frame", "FPS/W", "card FPS"]
     for run in document["runs"]:
         out.append("")
         out.append("power mode: {}   jetson_clocks: {}   power: {}".format(
@@ -124,10 +124,11 @@ def format_table(document: Dict[str, Any]) -> str:
             power = result.get("power") or {}
             card = result.get("model_card")
             rows.append([
-                result["mode"], str(result["batch"]), _num(result["fps"], 2), _stat(result, "e2e"),
-                _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"), _stat(result, "preprocess"),
-                _stat(result, "inference"), _stat(result, "postprocess"), _stat(result, "enqueue", digits=2),
-                _stat(result, "gpu"), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
+                result.get("runner", "host"), result["mode"], str(result["batch"]), _num(result["fps"], 2),
+                _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
+                _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
+                _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
+                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
                 _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
                 _num(card["fps"], 2) if card else "-",
             ])
@@ -142,9 +143,12 @@ def format_table(document: Dict[str, Any]) -> str:
         for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:
             out.append("WARNING: " + warning)
     out.append("")
-    out.append("times in ms (e2e = preprocess + inference + post-processing to frame-size masks; in throughput mode "
-               "stages overlap and e2e includes queueing); enqueue/gpu: host enqueue and CUDA-event time of the "
-               "inference, n/a where the backend does not report them")
+    out.append("times in ms (e2e = what Segmenter.run does for a batch, through the runner named in the first "
+               "column; in throughput mode its steps overlap and e2e includes queueing). host runner: pre/infer/post "
+               "on the host clock, enqueue/gpu from the backend's CUDA events (n/a where it has none). device runner: "
+               "pre/infer/post are the pipeline's CUDA-event stage times, upload the host staging of the frames, "
+               "enqueue the host time to launch the GPU work, gpu its CUDA-event time; graph = batches that "
+               "replayed a CUDA graph (one launch: no stage times for those)")
     card = document.get("model_card")
     if card:
         out.append("model card ({}, {}, {}): {} batch {} = {:.2f} FPS -- {}".format(
@@ -184,7 +188,7 @@ def csv_rows(document: Dict[str, Any]) -> List[Dict[str, Any]]:
         for result in run["results"]:
             power = result.get("power") or {}
             card = result.get("model_card") or {}
-            row = {"power_mode_id": mode.get("id"), "power_mode_name": mode.get("name"),
+            row = {"runner": result.get("runner"), "power_mode_id": mode.get("id"), "power_mode_name": mode.get("name"),
                    "jetson_clocks": run.get("jetson_clocks"), "mode": result["mode"], "batch": result["batch"],
                    "iterations": result["iterations"], "frames_timed": result["frames"],
                    "elapsed_s": result["elapsed_s"], "fps": result["fps"], "cv": result["cv"]}
@@ -232,17 +236,19 @@ def to_markdown(document: Dict[str, Any]) -> str:
             _mode_label(run), {True: "on", False: "off", None: "n/a"}[run.get("jetson_clocks")],
             run.get("power_source") or "n/a"))
         lines.append("")
-        lines.append("| mode | batch | FPS | e2e p50 ms | e2e p90 | e2e p99 | preprocess p50 | inference p50 | "
-                     "postprocess p50 | enqueue p50 | GPU p50 | CV | W | J/frame | FPS/W | model card FPS |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| runner | mode | batch | FPS | e2e p50 ms | e2e p90 | e2e p99 | preprocess p50 | inference p50 | "
+                     "postprocess p50 | upload p50 | enqueue p50 | GPU p50 | graph batches | CV | W | J/frame | FPS/W | "
+                     "model card FPS |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for result in run["results"]:
             power = result.get("power") or {}
             card = result.get("model_card")
             lines.append("| {} |".format(" | ".join([
-                result["mode"], str(result["batch"]), _num(result["fps"], 2), _stat(result, "e2e"),
-                _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"), _stat(result, "preprocess"),
-                _stat(result, "inference"), _stat(result, "postprocess"), _stat(result, "enqueue", digits=2),
-                _stat(result, "gpu"), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
+                result.get("runner", "host"), result["mode"], str(result["batch"]), _num(result["fps"], 2),
+                _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
+                _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
+                _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
+                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
                 _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
                 _num(card["fps"], 2) if card else "-"])))
         for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:

@@ -1,15 +1,18 @@
-"""Timing the pipeline's stages: latency mode (one batch at a time) and throughput mode (stages
-overlapped in threads with bounded queues, as a streaming pipeline runs them).
+"""Timing what ``Segmenter.run`` does: the Segmenter's runner (see m2f_edge.runners), in latency mode
+(one batch at a time) and throughput mode (the runner's steps overlapped in threads with bounded
+queues, as the stream runs them).
 
-The object timed is anything with the Segmenter's public stages::
+Each batch goes through ``segmenter.runner.steps()``; the bench times each step with its clock and reads
+what the runner measured itself (``Job.timings``). The columns:
 
-    prepared = seg.preprocess(frames)          # .tensor (B,3,H,W) and .transforms
-    outputs = seg.infer(prepared.tensor)       # dict name -> array
-    results = seg.postprocess(outputs, prepared.transforms)
+- host runner: preprocess, inference, postprocess = its three steps on the host clock; enqueue and gpu
+  from the backend's own timings where it has them (TensorRT's CUDA events), else not available.
+- device runner: preprocess, inference, postprocess = the pipeline's CUDA-event times of each GPU stage;
+  upload = the host step that stages the frames; enqueue = host time to enqueue (or launch) the GPU work;
+  gpu = the GPU time of the whole path. A batch that replayed a CUDA graph (one launch) has no stage
+  times: it is counted in ``cuda_graph_batches`` instead of being reported as missing stages.
 
-When the backend can say how long the GPU took (CUDA events) and how long enqueueing took on the
-host, it exposes ``backend.last_timings() -> {"enqueue_ms": float, "gpu_ms": float}`` for the
-last ``infer``; otherwise those columns are reported as not available, never guessed.
+Nothing is guessed: a column nothing measured is None.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-STAGES = ("e2e", "preprocess", "inference", "postprocess", "enqueue", "gpu")
+from ..runners import Job
+
+STAGES = ("e2e", "preprocess", "inference", "postprocess", "upload", "enqueue", "gpu")
 HIGH_CV = 0.10
 
 
@@ -60,16 +65,26 @@ def latency_stats(values_ms) -> Optional[Dict[str, float]]:
             "cv": (std / mean) if mean > 0 else 0.0}
 
 
-def _backend_timings(segmenter) -> Optional[Dict[str, float]]:
-    backend = getattr(segmenter, "backend", None)
-    hook = getattr(backend, "last_timings", None)
-    if not callable(hook):
-        return None
-    try:
-        timings = hook()
-    except Exception:
-        return None
-    return timings if isinstance(timings, dict) else None
+def _columns(runner_name: str, step_ms: Dict[str, float], timings: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """The bench's columns of one batch, from the step times (host clock) and the runner's own timings."""
+    if runner_name == "device":
+        stages = {"preprocess": timings.get("preprocess_gpu_ms"), "inference": timings.get("infer_gpu_ms"),
+                  "postprocess": timings.get("postprocess_gpu_ms")}
+    else:
+        stages = {"preprocess": step_ms.get("preprocess"), "inference": step_ms.get("infer"),
+                  "postprocess": step_ms.get("postprocess")}
+    stages.update(upload=step_ms.get("upload"), enqueue=timings.get("enqueue_ms"), gpu=timings.get("gpu_ms"))
+    return stages
+
+
+def _record(times: Dict[str, list], graphs: List[int], runner_name: str, e2e_ms: float,
+            step_ms: Dict[str, float], timings: Dict[str, Any]) -> None:
+    times["e2e"].append(e2e_ms)
+    for name, value in _columns(runner_name, step_ms, timings).items():
+        if value is not None:
+            times[name].append(value)
+    if timings.get("cuda_graph"):
+        graphs[0] += 1
 
 
 def _done(start, now, count, config) -> bool:
@@ -78,7 +93,7 @@ def _done(start, now, count, config) -> bool:
     return count >= config.min_iterations and now - start >= config.duration_s
 
 
-def _result(mode, batch, count, start, end, times, cv_source, cv_label):
+def _result(mode, batch, count, start, end, times, cv_source, cv_label, runner_name="host", graphs=0):
     frames = count * batch
     elapsed = end - start
     latency = {stage: latency_stats(times.get(stage, [])) for stage in STAGES}
@@ -86,150 +101,154 @@ def _result(mode, batch, count, start, end, times, cv_source, cv_label):
     return {"mode": mode, "batch": batch, "iterations": count, "frames": frames, "elapsed_s": elapsed,
             "fps": frames / elapsed if elapsed > 0 else None, "latency_ms": latency,
             "cv": None if cv_stats is None else cv_stats["cv"], "cv_of": cv_label,
-            "window": [start, end]}
+            "window": [start, end], "runner": runner_name, "cuda_graph_batches": graphs}
 
 
 def run_latency(segmenter, pool, batch: int, config: BenchConfig,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, Any]:
-    """One batch at a time: each stage waits for the one before; e2e = the sum, per batch."""
+    """One batch at a time through the Segmenter's runner; e2e = the whole batch, per batch."""
+    runner = segmenter.runner
+    steps = runner.steps()
 
-    def once(times):
-        frames = pool.batch(batch)
+    def once(times, graphs):
+        job = Job(pool.batch(batch))
+        step_ms = {}
         t0 = clock()
-        prepared = segmenter.preprocess(frames)
-        t1 = clock()
-        outputs = segmenter.infer(prepared.tensor)
-        t2 = clock()
-        timings = _backend_timings(segmenter)
-        segmenter.postprocess(outputs, prepared.transforms)
-        t3 = clock()
+        for step in steps:
+            a = clock()
+            step.work(job)
+            step_ms[step.name] = (clock() - a) * 1e3
         if times is not None:
-            times["e2e"].append((t3 - t0) * 1e3)
-            times["preprocess"].append((t1 - t0) * 1e3)
-            times["inference"].append((t2 - t1) * 1e3)
-            times["postprocess"].append((t3 - t2) * 1e3)
-            if timings:
-                times["enqueue"].append(timings.get("enqueue_ms"))
-                times["gpu"].append(timings.get("gpu_ms"))
+            _record(times, graphs, runner.name, (clock() - t0) * 1e3, step_ms, job.timings)
 
     warm_start = clock()
-    once(None)
+    once(None, None)
     while clock() - warm_start < config.warmup_s:
-        once(None)
+        once(None, None)
     times = {stage: [] for stage in STAGES}
+    graphs = [0]
     start = clock()
     count = 0
     while not _done(start, clock(), count, config):
-        once(times)
+        once(times, graphs)
         count += 1
     end = clock()
-    return _result("latency", batch, count, start, end, times, times["e2e"], "per-batch end-to-end latency")
+    return _result("latency", batch, count, start, end, times, times["e2e"], "per-batch end-to-end latency",
+                   runner.name, graphs[0])
 
 
 _DONE = object()
 
 
+class _InFlight(object):
+    __slots__ = ("job", "started", "step_ms")
+
+    def __init__(self, job, started):
+        self.job, self.started, self.step_ms = job, started, {}
+
+
 def _pipeline(segmenter, pool, batch, config, duration_s, iterations, clock):
-    """Three stages in three threads joined by bounded queues; returns (count, start, end, times)."""
+    """The runner's steps in their own threads joined by bounded queues (the last step on this thread);
+    returns (count, start, end, times, completions, graphs)."""
+    runner = segmenter.runner
+    steps = runner.steps()
     stop = threading.Event()
     errors = []  # type: List[BaseException]
-    to_infer = queue.Queue(maxsize=config.queue_depth)
-    to_post = queue.Queue(maxsize=config.queue_depth)
+    queues = [queue.Queue(maxsize=config.queue_depth) for _ in steps[1:]]
     times = {stage: [] for stage in STAGES}
+    graphs = [0]
     window = BenchConfig(0.0, duration_s, iterations, config.queue_depth, config.min_iterations)
     start = clock()
+
+    def timed(step, item):
+        a = clock()
+        step.work(item.job)
+        item.step_ms[step.name] = (clock() - a) * 1e3
 
     def produce():
         try:
             count = 0
             while not stop.is_set() and not _done(start, clock(), count, window):
-                frames = pool.batch(batch)
-                t0 = clock()
-                prepared = segmenter.preprocess(frames)
-                to_infer.put((t0, (clock() - t0) * 1e3, prepared))
+                item = _InFlight(Job(pool.batch(batch)), clock())
+                timed(steps[0], item)
+                queues[0].put(item)
                 count += 1
         except BaseException as error:
             errors.append(error)
             stop.set()
         finally:
-            to_infer.put(_DONE)
+            queues[0].put(_DONE)
 
-    def infer():
+    def middle(step, inbox, outbox):
         try:
             while True:
-                item = to_infer.get()
+                item = inbox.get()
                 if item is _DONE:
                     break
                 if stop.is_set():
-                    continue  # keep draining so the producer never blocks forever
-                t0, pre_ms, prepared = item
-                a = clock()
-                outputs = segmenter.infer(prepared.tensor)
-                infer_ms = (clock() - a) * 1e3
-                to_post.put((t0, pre_ms, infer_ms, _backend_timings(segmenter), outputs, prepared.transforms))
+                    continue  # keep draining so the step before never blocks forever
+                timed(step, item)
+                outbox.put(item)
         except BaseException as error:
             errors.append(error)
             stop.set()
-            while to_infer.get() is not _DONE:
+            while inbox.get() is not _DONE:
                 pass
         finally:
-            to_post.put(_DONE)
+            outbox.put(_DONE)
 
-    threads = [threading.Thread(target=produce, name="m2f-bench-pre", daemon=True),
-               threading.Thread(target=infer, name="m2f-bench-infer", daemon=True)]
+    threads = [threading.Thread(target=produce, name="m2f-bench-" + steps[0].name, daemon=True)]
+    for k, step in enumerate(steps[1:-1]):
+        threads.append(threading.Thread(target=middle, args=(step, queues[k], queues[k + 1]),
+                                        name="m2f-bench-" + step.name, daemon=True))
     for thread in threads:
         thread.start()
     completions = []
+    last = queues[-1]
     try:
         while True:
-            item = to_post.get()
+            item = last.get()
             if item is _DONE:
                 break
             if stop.is_set():
                 continue
-            t0, pre_ms, infer_ms, timings, outputs, transforms = item
-            a = clock()
-            segmenter.postprocess(outputs, transforms)
+            timed(steps[-1], item)
             done = clock()
             completions.append(done)
-            times["preprocess"].append(pre_ms)
-            times["inference"].append(infer_ms)
-            times["postprocess"].append((done - a) * 1e3)
-            times["e2e"].append((done - t0) * 1e3)
-            if timings:
-                times["enqueue"].append(timings.get("enqueue_ms"))
-                times["gpu"].append(timings.get("gpu_ms"))
+            _record(times, graphs, runner.name, (done - item.started) * 1e3, item.step_ms, item.job.timings)
     except BaseException:
         stop.set()
         raise
     finally:
         stop.set()
-        # keep draining so that stages blocked on a full queue can see the stop and end
+        # keep draining so that steps blocked on a full queue can see the stop and end
         give_up = time.monotonic() + 60.0
         while any(thread.is_alive() for thread in threads) and time.monotonic() < give_up:
-            try:
-                to_post.get(timeout=0.05)
-            except queue.Empty:
-                pass
+            for inbox in queues:
+                try:
+                    inbox.get(timeout=0.02)
+                except queue.Empty:
+                    pass
         for thread in threads:
             thread.join(timeout=1.0)
     if errors:
         raise errors[0]
     end = completions[-1] if completions else clock()
-    return len(completions), start, end, times, completions
+    return len(completions), start, end, times, completions, graphs[0]
 
 
 def run_throughput(segmenter, pool, batch: int, config: BenchConfig,
                    clock: Callable[[], float] = time.perf_counter) -> Dict[str, Any]:
-    """Stages overlapped: preprocess of batch i+1 and post-processing of batch i-1 run while batch i
-    is inferred. FPS = frames completed / time from the first submission to the last completion;
-    e2e latency includes the time a batch waits in the queues."""
+    """The runner's steps overlapped: on the host runner, preprocess of batch i+1 and post-processing of
+    batch i-1 run while batch i is inferred; on the device runner, the upload of batch i+1 runs while
+    batch i is on the GPU. FPS = frames completed / time from the first submission to the last
+    completion; e2e latency includes the time a batch waits in the queues."""
     _pipeline(segmenter, pool, batch, config, max(config.warmup_s, 1e-9), None, clock)
-    count, start, end, times, completions = _pipeline(segmenter, pool, batch, config, config.duration_s,
-                                                      config.iterations, clock)
+    count, start, end, times, completions, graphs = _pipeline(segmenter, pool, batch, config, config.duration_s,
+                                                              config.iterations, clock)
     intervals = [(b - a) * 1e3 for a, b in zip(completions, completions[1:])]
-    result = _result("throughput", batch, count, start, end, times, intervals, "interval between batch completions")
-    return result
+    return _result("throughput", batch, count, start, end, times, intervals, "interval between batch completions",
+                   segmenter.runner.name, graphs)
 
 
 def warnings_for(result: Dict[str, Any]) -> List[str]:

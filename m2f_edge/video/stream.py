@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..runners import Job
 from .sinks import Sink, open_sink
 from .sources import Frame, Source, SourceError, open_source
 
@@ -25,7 +26,7 @@ __all__ = ["StreamResult", "StreamStats", "Stream", "StreamError", "stream", "mu
 
 log = logging.getLogger("m2f_edge.video")
 
-STAGES = ("capture", "preprocess", "infer", "postprocess", "draw")
+STAGES = ("capture", "preprocess", "infer", "postprocess", "draw")  # with the host runner; see StreamStats.stages
 
 
 class StreamError(RuntimeError):
@@ -81,15 +82,20 @@ class StreamStats:
     """Counters of a running or finished stream: ``frames`` delivered, ``batches``, ``elapsed`` seconds
     from start to the last delivery, ``fps``, ``busy`` (seconds each stage spent working),
     ``stage_fps`` (frames per busy second of each stage: its rate if it ran alone), ``dropped`` (by
-    live sources), ``reconnects`` (of live sources), ``errors`` (batches skipped with on_error="skip")."""
+    live sources), ``reconnects`` (of live sources), ``errors`` (batches skipped with on_error="skip"),
+    ``runner`` (which of the Segmenter's runners ran: "host" or "device") and ``stages`` (capture, the
+    runner's steps, draw: preprocess/infer/postprocess on the host runner, upload/device on the device
+    runner)."""
 
-    def __init__(self):
+    def __init__(self, runner: str = "host", stages: Sequence[str] = STAGES):
+        self.runner = runner
+        self.stages = tuple(stages)
         self.frames = 0
         self.batches = 0
         self.started = time.monotonic()
         self.finished = None  # type: Optional[float]
-        self.busy = {name: 0.0 for name in STAGES}
-        self.stage_frames = {name: 0 for name in STAGES}
+        self.busy = {name: 0.0 for name in self.stages}
+        self.stage_frames = {name: 0 for name in self.stages}
         self.dropped = 0
         self.reconnects = 0
         self.errors = 0
@@ -105,11 +111,11 @@ class StreamStats:
     @property
     def stage_fps(self) -> Dict[str, float]:
         return {name: (self.stage_frames[name] / self.busy[name] if self.busy[name] > 0 else float("inf"))
-                for name in STAGES if self.stage_frames[name]}
+                for name in self.stages if self.stage_frames[name]}
 
     def __repr__(self):
-        return "StreamStats(frames=%d, fps=%.2f, dropped=%d, reconnects=%d, stage_fps=%s)" % (
-            self.frames, self.fps, self.dropped, self.reconnects,
+        return "StreamStats(runner=%s, frames=%d, fps=%.2f, dropped=%d, reconnects=%d, stage_fps=%s)" % (
+            self.runner, self.frames, self.fps, self.dropped, self.reconnects,
             {k: round(v, 1) for k, v in self.stage_fps.items()})
 
 
@@ -127,13 +133,12 @@ _POLL = 0.05
 
 
 class _Batch:
-    __slots__ = ("frames", "source_indices", "prepared", "outputs", "instances", "overlays", "stamps")
+    __slots__ = ("frames", "source_indices", "job", "instances", "overlays", "stamps")
 
     def __init__(self, frames, source_indices):
         self.frames = frames
         self.source_indices = source_indices
-        self.prepared = None
-        self.outputs = None
+        self.job = Job([f.image for f in frames])  # what the runner's steps work on
         self.instances = None
         self.overlays = None
         self.stamps = {"captured": max(f.timestamp for f in frames)}
@@ -159,7 +164,8 @@ class Stream:
         self._max_frames = max_frames
         self._on_error = on_error
         self._show_fps = show_fps
-        self.stats = StreamStats()
+        self.stats = StreamStats(segmenter.runner.name, ["capture"] + [step.name for step in segmenter.runner.steps()]
+                                 + (["draw"] if self.draw else []))
         self._stop = threading.Event()
         self._threads = []  # type: List[threading.Thread]
         self._started = False
@@ -209,18 +215,13 @@ class Stream:
             if not self._put(out_q, item):
                 return
 
-    def _do_preprocess(self, item: _Batch):
-        images = [f.image for f in item.frames]
-        pad = self._padding(len(images))
-        item.prepared = self.segmenter.preprocess(images + [images[-1]] * pad)
-
-    def _do_infer(self, item: _Batch):
-        item.outputs = self.segmenter.infer(item.prepared.tensor)
-
-    def _do_postprocess(self, item: _Batch):
-        results = self.segmenter.postprocess(item.outputs, item.prepared.transforms)
-        item.instances = list(results)[:len(item.frames)]
-        item.outputs = None  # free the network outputs early
+    @staticmethod
+    def _runner_step(step):
+        def work(item: _Batch):
+            step.work(item.job)
+            if item.job.results is not None:
+                item.instances = list(item.job.results)
+        return work
 
     def _do_draw(self, item: _Batch):
         from ..drawing import draw_instances
@@ -228,12 +229,6 @@ class Stream:
         options.pop("copy", None)  # the overlay is always a copy: result.frame stays the captured image
         item.overlays = [draw_instances(f.image, inst, copy=True, **options)
                          for f, inst in zip(item.frames, item.instances)]
-
-    def _padding(self, count: int) -> int:
-        batch_range = getattr(self.segmenter, "batch_range", None)
-        if batch_range and batch_range[0] and count < batch_range[0]:
-            return int(batch_range[0]) - count  # a fixed-batch engine: repeat the last frame
-        return 0
 
     def _worker(self, name, stamp, work: Callable, in_q, out_q):
         while True:
@@ -281,8 +276,8 @@ class Stream:
     def _start(self):
         self._ended = set()
         self._captured = 0
-        stages = [("preprocess", "preprocessed", self._do_preprocess), ("infer", "inferred", self._do_infer),
-                  ("postprocess", "postprocessed", self._do_postprocess)]
+        runner = self.segmenter.runner
+        stages = [(step.name, step.stamp, self._runner_step(step)) for step in runner.steps()]
         if self.draw:
             stages.append(("draw", "drawn", self._do_draw))
         queues = [queue.Queue(maxsize=self._queue_size) for _ in range(len(stages) + 1)]
@@ -293,7 +288,7 @@ class Stream:
                                                                               queues[i + 1]),
                                                   name="m2f-stream-" + name, daemon=True))
         self._out_q = queues[-1]
-        self.stats = StreamStats()
+        self.stats = StreamStats(runner.name, ["capture"] + [name for name, _, _ in stages])
         for thread in self._threads:
             thread.start()
 
@@ -437,10 +432,9 @@ def _open_all(uris, source_options) -> (List[Source], List[Source]):
 
 
 def _check_common(segmenter, batch, queue_size, on_error):
-    for stage in ("preprocess", "infer", "postprocess"):
-        if not callable(getattr(segmenter, stage, None)):
-            raise TypeError("segmenter: expected an object with preprocess/infer/postprocess (m2f_edge.Segmenter), "
-                            "got %s" % type(segmenter).__name__)
+    if not callable(getattr(getattr(segmenter, "runner", None), "steps", None)):
+        raise TypeError("segmenter: expected an m2f_edge.Segmenter (an object with a runner), got %s"
+                        % type(segmenter).__name__)
     if not isinstance(batch, int) or batch < 1:
         raise ValueError("batch: expected an integer >= 1, got %r" % (batch,))
     batch_range = getattr(segmenter, "batch_range", None)
