@@ -20,7 +20,7 @@ def add_parser(subparsers):
                     "inputs and outputs kept float32 (Casts at the boundaries): the FP16 model TensorRT >= 11 needs, "
                     "whose engines take their precision from the ONNX. Any combination may be given; --fp16 runs "
                     "last.")
-    parser.add_argument("model", help="the input .onnx")
+    parser.add_argument("model", help="the input .onnx (or demo, the shipped demo model)")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--portable", action="store_true", help="replace the TensorRT deformable-attention plugin")
     parser.add_argument("--raw-head", action="store_true", help="cut the post-processor, expose the raw head")
@@ -42,7 +42,10 @@ def run(args) -> int:
     import onnx
 
     from ..models.portable import make_portable, plugin_summary
+    from ..demo import resolve_model
     from ..models.rawhead import cut_raw_head
+
+    args.model = resolve_model(args.model)
 
     if not (args.portable or args.raw_head or args.fp16):
         raise ValueError("nothing to do: give --portable, --raw-head and/or --fp16")

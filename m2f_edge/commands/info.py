@@ -11,7 +11,7 @@ def add_parser(subparsers):
         description="Load a model and print what m2f_edge reads from it: contract (deployable or raw head), input "
                     "name, size and dtype, batch range, outputs, classes and the backend that runs it. Without a "
                     "model, print what m2f_edge was built with and whether a GPU is usable.")
-    parser.add_argument("model", nargs="?", help="the model: .onnx, or a TensorRT .engine/.plan")
+    parser.add_argument("model", nargs="?", help="the model: .onnx, a TensorRT .engine/.plan, or demo (the shipped demo model)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime[-cpu|-cuda|-tensorrt] or tensorrt")
     parser.add_argument("--spec", help="a TAO experiment spec (YAML) or sidecar JSON")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
