@@ -24,7 +24,7 @@ import time
 from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from .._opencv import require_cv2
+from .._opencv import IMAGE_EXTENSIONS, require_cv2
 
 __all__ = [
     "Frame", "Source", "SourceError", "VideoFileSource", "ImageSource", "LiveSource", "open_source",
@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("m2f_edge.video")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 
 
 class SourceError(RuntimeError):
@@ -138,10 +136,12 @@ class Source:
 
     Attributes: ``uri``, ``fps`` (nominal frames per second or None), ``width``/``height`` (0 until
     known), ``is_live``, ``eos`` (the stream ended), ``frames_read``, ``dropped`` (live sources: frames
-    replaced by newer ones before they were read), ``reconnects``.
+    replaced by newer ones before they were read), ``reconnects``, ``files`` (the files it reads, which
+    a sink must not replace; empty for cameras and streams).
     """
 
     is_live = False
+    files = ()
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -239,6 +239,7 @@ class VideoFileSource(Source):
         cv2 = _cv2()
         if not os.path.isfile(path):
             raise SourceError("source %r: no such video file" % (path,))
+        self.files = (path,)
         self._cap, first_image = _open_video_file(path, self.uri, api_preference)
         self._pending = (first_image, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -285,6 +286,7 @@ class ImageSource(Source):
         if not paths:
             raise SourceError("source %r: no image files found (extensions: %s)" % (uri, " ".join(IMAGE_EXTENSIONS)))
         self.paths = list(paths)
+        self.files = tuple(self.paths)
         self.fps = float(fps) if fps else None
         self.frame_count = len(self.paths)
         self._next = 0
@@ -681,5 +683,7 @@ def open_source(uri, **options) -> Source:
         def open_file():
             return _FirstFrameAgain(*_open_video_file(path, uri))
 
-        return LiveSource(open_file, uri, describe="video file %r" % path, **live_kw)
+        source = LiveSource(open_file, uri, describe="video file %r" % path, **live_kw)
+        source.files = (path,)
+        return source
     return VideoFileSource(path, uri)
