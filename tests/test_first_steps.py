@@ -141,3 +141,35 @@ def test_importing_an_installation_without_its_core_says_reinstall(tmp_path):
     result = _import_from_copy(tmp_path, checkout=False)
     assert result.returncode == 1
     assert "is not built; reinstall it" in result.stderr.strip().splitlines()[-1]
+
+
+def test_info_says_which_path_runs_here_in_labelled_lines(capsys):
+    assert cli.main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    labels = [line.split("  ", 1)[0] for line in lines]
+    assert labels == ["runs here", "m2f-edge", "CUDA", "TensorRT", "GPU", "ONNX Runtime", "demo model"]
+    build = m2f_edge.build_info()
+    if not build["gpu_present"]:
+        assert lines[0].split(None, 2)[2].startswith("CPU: ONNX Runtime")
+        assert lines[0].endswith("no usable GPU: " + build["gpu_error"])
+    assert cli.main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs_here"] == lines[0].split(None, 2)[2]
+
+
+def test_runs_here_names_the_path_and_the_reason():
+    from m2f_edge.commands.info import runs_here
+
+    driver = "CUDA driver version is insufficient for CUDA runtime version"
+    assert runs_here({"gpu_present": False, "cuda": True, "gpu_error": driver}, ["CPUExecutionProvider"]) == \
+        "CPU: ONNX Runtime (every model runs here, more slowly than on a GPU); no usable GPU: " + driver
+    jetson = runs_here({"gpu_present": True, "gpu_name": "Orin", "tensorrt": True}, ["CPUExecutionProvider"])
+    assert jetson.startswith("GPU (Orin): TensorRT engines") and jetson.endswith("ONNX Runtime on the CPU")
+    assert runs_here({"gpu_present": True, "gpu_name": "T4", "tensorrt": False}, ["CUDAExecutionProvider"]) == \
+        "GPU (T4): ONNX Runtime's CUDA provider (m2f_edge was built without TensorRT)"
+    assert "is not used" in runs_here({"gpu_present": True, "gpu_name": "T4"}, ["CPUExecutionProvider"])
+
+
+def test_info_explains_a_class_count_the_model_does_not_state(deployable_model, capsys):
+    assert cli.main(["info", deployable_model]) == 0
+    classes = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("classes"))
+    assert "?" not in classes and "number not stated by the model" in classes and classes.endswith("names: object")
