@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._outputs import create_hidden_beside, same_file
-from .sources import Source, _cv2, _gstreamer_missing_message, gstreamer_available, gstreamer_element_available
+from .gstreamer import gstreamer_available, gstreamer_element_available, gstreamer_missing_message
+from .sources import Source, _cv2
 
 __all__ = ["Sink", "SinkError", "VideoFileSink", "ImageFolderSink", "DisplaySink", "GStreamerSink", "open_sink",
            "VIDEO_EXTENSIONS"]
@@ -249,7 +250,7 @@ class GStreamerSink(_VideoWriterSink):
     def __init__(self, pipeline: str, fps: Optional[float] = None, uri: str = ""):
         super().__init__(uri or pipeline, fps)
         if not gstreamer_available():
-            raise SinkError(_gstreamer_missing_message(self.uri))
+            raise SinkError(gstreamer_missing_message(self.uri))
         self.pipeline = pipeline
 
     def _open_writer(self, cv2, size):
