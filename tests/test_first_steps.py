@@ -69,7 +69,7 @@ def test_every_command_takes_model_demo(tiny_as_demo, tmp_path, monkeypatch, cap
     assert os.path.isfile("portable.onnx")
 
 
-def test_the_readme_first_command_runs_verbatim_on_the_example_data(tiny_as_demo, tmp_path, monkeypatch, capsys):
+def test_the_readme_first_commands_run_verbatim_on_the_example_data(tiny_as_demo, tmp_path, monkeypatch, capsys):
     pytest.importorskip("cv2")
     assert len(EXAMPLE_IMAGES) >= 3, "examples/data/ holds the generated scenes (tools/make_example_data.py)"
     monkeypatch.chdir(tmp_path)
@@ -78,6 +78,8 @@ def test_the_readme_first_command_runs_verbatim_on_the_example_data(tiny_as_demo
     assert status == 0, capsys.readouterr().err
     assert sorted(os.listdir("overlays")) == sorted(os.path.basename(p) for p in EXAMPLE_IMAGES)
     assert isinstance(json.loads((tmp_path / "results.json").read_text()), list)
+    assert cli.main(["run", "--model", "demo", "--source", EXAMPLE_VIDEO, "--output", "scenes_masks.mp4"]) == 0
+    assert "30 frames in" in capsys.readouterr().out and os.path.getsize("scenes_masks.mp4") > 0
 
 
 def test_the_example_video_is_short_and_small():
