@@ -177,3 +177,25 @@ def test_examples_refuse_to_overwrite_their_source(name, tmp_path, deployable_mo
     assert "error:" in result.stderr and "would replace the input" in result.stderr
     assert "Traceback" not in result.stderr
     assert digest(video) == before
+
+
+def test_build_convert_and_export_refuse_to_replace_their_model(tmp_path, deployable_model, capsys):
+    model = str(tmp_path / "model.onnx")
+    with open(deployable_model, "rb") as source, open(model, "wb") as copy:
+        copy.write(source.read())
+    before = digest(model)
+    os.symlink(model, str(tmp_path / "same.onnx"))
+    assert cli.main(["convert", model, "-o", str(tmp_path / "same.onnx"), "--portable", "--force"]) == 1
+    assert "would replace the input model" in capsys.readouterr().err
+    # before TensorRT is looked for: the refusal reads the same with or without it
+    assert cli.main(["build", model, "-o", model]) == 1
+    assert "would replace the ONNX model" in capsys.readouterr().err
+    cache = str(tmp_path / "timing.cache")
+    assert cli.main(["build", model, "-o", cache, "--timing-cache", cache]) == 1
+    assert "would replace the timing cache" in capsys.readouterr().err
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    assert cli.main(["export", str(checkpoint), "-o", str(checkpoint / "config.json")]) == 1
+    assert "would replace the checkpoint's" in capsys.readouterr().err
+    assert digest(model) == before and (checkpoint / "config.json").read_text() == "{}"

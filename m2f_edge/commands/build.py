@@ -48,8 +48,10 @@ def default_output(model: str, fp16: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._outputs import refuse_replacing
     from ..demo import resolve_model
-    from ..engine_builder import BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch
+    from ..engine_builder import (BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch,
+                                  sidecar_path)
 
     named = args.model
     args.model = resolve_model(named)
@@ -69,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
         fp32_layers=() if args.no_fp32_layers else TAO_FP32_LAYERS,
         auto_fp16=not args.no_auto_fp16,
     )
-    import_tensorrt()  # fail here, with the explanation, before any work
     # the demo model lives inside the installed package: its engine goes to the working folder instead
     output = args.output or default_output(args.model if args.model == named else os.path.basename(args.model),
                                            args.fp16)
+    refuse_replacing([("--output", output), ("the engine's sidecar", sidecar_path(output))],
+                     [("the ONNX model", args.model), ("the timing cache", args.timing_cache)])
+    import_tensorrt()  # fail here, with the explanation, before any work
     report = build_with_sidecar(args.model, output, options, progress=not args.no_progress)
     for note in report.get("notes", []):
         print("note: " + note, file=sys.stderr)

@@ -42,6 +42,7 @@ def run(args) -> int:
     import onnx
 
     from ..models.portable import make_portable, plugin_summary
+    from .._outputs import refuse_replacing
     from ..demo import resolve_model
     from ..models.rawhead import cut_raw_head
 
@@ -53,8 +54,7 @@ def run(args) -> int:
         raise ValueError("--keep-fp32 and --keep-fp32-op only apply with --fp16")
     if not os.path.isfile(args.model):
         raise FileNotFoundError("model: no such file: {}".format(args.model))
-    if os.path.abspath(args.model) == os.path.abspath(args.output):
-        raise ValueError("--output: must differ from the input model")
+    refuse_replacing([("--output", args.output)], [("the input model", args.model)])
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError("--output: {} exists (use --force to overwrite)".format(args.output))
     try:
