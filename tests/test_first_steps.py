@@ -175,3 +175,17 @@ def test_info_explains_a_class_count_the_model_does_not_state(deployable_model, 
     assert cli.main(["info", deployable_model]) == 0
     classes = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("classes"))
     assert "?" not in classes and "number not stated by the model" in classes and classes.endswith("names: object")
+
+
+def test_segment_and_run_read_the_same_image_files(tmp_path):
+    """One list of image extensions: a folder gives `m2f-edge segment` and `m2f-edge run` (open_source) the
+    same files, whatever the extension's case."""
+    from m2f_edge.commands.segment import collect_images
+    from m2f_edge.video import open_source
+
+    for extension in (".jpg", ".JPEG", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".txt",
+                      ".mp4"):
+        (tmp_path / ("image" + extension)).write_bytes(b"")
+    with open_source(str(tmp_path)) as source:
+        assert collect_images([str(tmp_path)]) == source.paths
+    assert len(source.paths) == 10
