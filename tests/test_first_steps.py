@@ -115,12 +115,16 @@ def test_an_unknown_keyword_without_a_likely_meaning_lists_the_accepted_ones(dep
     assert m2f_edge.Segmenter(deployable_model, score_threshold=0.3).score_threshold == 0.3
 
 
-def _import_from_copy(tmp_path, checkout):
-    """Import m2f_edge from a copy of the package without its built core, as Python started in that
-    folder would (the folder first on sys.path)."""
+def _import_from_copy(tmp_path, checkout, core=None):
+    """Import m2f_edge from a copy of the package without its built core (or with ``core``, bytes, in its
+    place), as Python started in that folder would (the folder first on sys.path)."""
+    import sysconfig
+
     package = os.path.dirname(os.path.abspath(m2f_edge.__file__))
     shutil.copytree(package, str(tmp_path / "m2f_edge"),
                     ignore=shutil.ignore_patterns("_core*", "__pycache__", "data"))
+    if core is not None:
+        (tmp_path / "m2f_edge" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))).write_bytes(core)
     if checkout:
         (tmp_path / "tools").mkdir()
         (tmp_path / "tools" / "dev_build.sh").write_text("#!/bin/sh\n")
@@ -189,3 +193,14 @@ def test_segment_and_run_read_the_same_image_files(tmp_path):
     with open_source(str(tmp_path)) as source:
         assert collect_images([str(tmp_path)]) == source.paths
     assert len(source.paths) == 10
+
+
+def test_importing_a_core_that_does_not_load_says_so(tmp_path):
+    import sysconfig
+
+    package = tmp_path / "m2f_edge"
+    result = _import_from_copy(tmp_path, checkout=True, core=b"not a shared library")
+    assert result.returncode == 1 and package.is_dir()
+    last = result.stderr.strip().splitlines()[-1]
+    assert "is there but does not load" in last and "tools/dev_build.sh" in last
+    assert (package / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))).is_file()
