@@ -3,6 +3,7 @@
 
     python3 examples/camera_usb.py --model model.onnx --source v4l2:///dev/video0 --width 1280 --height 720
     python3 examples/camera_usb.py --model model.onnx --format MJPG --output usb.mp4
+    python3 examples/camera_usb.py --model demo --source examples/data/scenes.mp4 --output scenes_masks.mp4
 
 The camera reconnects with backoff when it is unplugged and plugged back in. q or Ctrl-C stops.
 """
@@ -11,16 +12,19 @@ import argparse
 import sys
 
 import m2f_edge
+from m2f_edge.cli import run_script
 from m2f_edge.video import open_source
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a TensorRT engine or an ONNX model")
+    parser.add_argument("--model", required=True,
+                        help="a TensorRT engine, an ONNX model, or demo (the demo model that ships with m2f_edge)")
     parser.add_argument("--source", default="v4l2:///dev/video0", help="camera URI (default v4l2:///dev/video0)")
     parser.add_argument("--output", default="display://",
                         help="display://, a video file or a folder/ (default: window)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (0.5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="score threshold (default: the model's spec or sidecar, else 0.5)")
     parser.add_argument("--width", type=int, help="capture width")
     parser.add_argument("--height", type=int, help="capture height")
     parser.add_argument("--fps", type=int, help="capture frame rate")
@@ -40,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))  # errors as one line, as the m2f-edge command prints them

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Segment every frame of a video file and write an overlay video (no frame is dropped).
 
+    python3 examples/video_file.py --model demo --source examples/data/scenes.mp4 --output scenes_masks.mp4
     python3 examples/video_file.py --model model.onnx --source street.mp4 --output street_masks.mp4 --batch 4
 
 Capture, preprocessing, inference, post-processing and drawing run in overlapping threads, so the
@@ -11,14 +12,17 @@ import argparse
 import sys
 
 import m2f_edge
+from m2f_edge.cli import run_script
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a TensorRT engine or an ONNX model")
+    parser.add_argument("--model", required=True,
+                        help="a TensorRT engine, an ONNX model, or demo (the demo model that ships with m2f_edge)")
     parser.add_argument("--source", required=True, help="a video file (or an image folder / glob)")
     parser.add_argument("--output", default="overlay.mp4", help="video file or folder/ (default overlay.mp4)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (0.5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="score threshold (default: the model's spec or sidecar, else 0.5)")
     parser.add_argument("--batch", type=int, default=1, help="frames per engine call (1)")
     args = parser.parse_args(argv)
 
@@ -36,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))  # errors as one line, as the m2f-edge command prints them

@@ -7,8 +7,34 @@
 """
 
 import logging
+import os
 
-from ._core import build_info as _core_build_info
+
+def _core_missing(error: ImportError) -> ImportError:
+    """The ImportError to raise when m2f_edge._core cannot be imported, saying why and what to do."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.dirname(package)
+    in_checkout = os.path.isfile(os.path.join(checkout, "tools", "dev_build.sh"))
+    if not isinstance(error, ModuleNotFoundError):
+        what = "its C++ core (m2f_edge._core) is there but does not load ({})".format(error)
+    else:
+        what = "its C++ core (m2f_edge._core) is not built"
+    if in_checkout:
+        return ImportError(
+            "m2f_edge was imported from the source checkout {} and {}. If you installed m2f-edge with pip, "
+            "run Python from another folder: the checkout's m2f_edge folder, first on sys.path when Python "
+            "starts here, hides the installed package. To use the checkout itself, build the core in place: "
+            "tools/dev_build.sh".format(checkout, what))
+    return ImportError("m2f_edge in {}: {}; reinstall it (pip install --force-reinstall m2f-edge, or pip "
+                       "install . from a checkout)".format(package, what))
+
+
+try:
+    from ._core import build_info as _core_build_info
+except ImportError as _error:
+    if isinstance(_error, ModuleNotFoundError) and _error.name not in (None, __name__ + "._core"):
+        raise  # something the core itself imports
+    raise _core_missing(_error) from None
 
 __version__ = _core_build_info()["version"]
 

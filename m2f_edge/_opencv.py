@@ -1,6 +1,9 @@
 """OpenCV, imported where it is used: on Jetson the package must not pull PyPI's OpenCV (DESIGN.md), so
 its absence is told at the point of use, with which OpenCV to install."""
 
+# the image files every command and source reads (cv2.imread decodes them all)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
+
 
 def require_cv2(purpose: str):
     """The cv2 module, or ImportError naming `purpose` and the OpenCV it needs."""

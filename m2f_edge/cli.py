@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 COMMANDS = ["segment", "info", "run", "verify", "build", "export", "convert", "eval"]
 
@@ -96,15 +97,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("m2f-edge {}: {}".format(args.command, getattr(args, "_unavailable", "not available")), file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.verbose, args.quiet)
+    return _run_reporting(lambda: args._command.run(args), "m2f-edge " + args.command, args.verbose >= 2)
+
+
+def run_script(main: Callable[[], Optional[int]], name: Optional[str] = None) -> int:
+    """Run a script's ``main()`` as the CLI runs a command, and return the exit status: an error becomes
+    one line on stderr, "NAME: error: MESSAGE", and status 1 (a traceback only when the environment
+    variable M2F_EDGE_TRACEBACK is set); Ctrl-C "NAME: interrupted" and status 130. The examples end with
+    ``sys.exit(run_script(main))``."""
+    name = name or os.path.basename(sys.argv[0] or "m2f-edge")
+    return _run_reporting(main, name, bool(os.environ.get("M2F_EDGE_TRACEBACK")))
+
+
+def _run_reporting(function: Callable[[], Optional[int]], name: str, show_traceback: bool) -> int:
     try:
-        status = args._command.run(args)
+        status = function()
     except KeyboardInterrupt:
-        print("m2f-edge {}: interrupted".format(args.command), file=sys.stderr)
+        print("{}: interrupted".format(name), file=sys.stderr)
         return 130
-    except Exception as exc:  # every failure becomes one clear line (and a traceback with -vv)
-        if args.verbose >= 2:
+    except Exception as exc:  # every failure becomes one clear line (and a traceback when asked for)
+        if show_traceback:
             traceback.print_exc()
-        print("m2f-edge {}: error: {}".format(args.command, _message(exc)), file=sys.stderr)
+        print("{}: error: {}".format(name, _message(exc)), file=sys.stderr)
         return EXIT_FAILURE
     return int(status or 0)
 

@@ -50,8 +50,9 @@ def model_path() -> str:
 
 
 def resolve_model(model):
-    """``"demo"`` -> the shipped model's path; anything else unchanged."""
-    if isinstance(model, str) and model == MODEL_NAME and not os.path.exists(model):
+    """``"demo"`` -> the shipped model's path (a file named ``demo`` in the working folder wins); anything
+    else unchanged. Raises FileNotFoundError when the demo model is asked for but not installed."""
+    if isinstance(model, str) and model == MODEL_NAME and not os.path.isfile(model):
         return model_path()
     return model
 

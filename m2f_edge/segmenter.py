@@ -9,8 +9,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from ._keywords import suggest_keywords
 from .backends import Backend, open_backend
 from .backends.base import canonical_output_names, detect_contract
+from .demo import resolve_model
 from .instances import Instances
 from .runners import RUNNER_CHOICES, fixed_batch_padding, pick_runner
 from .spec import Spec, coerce_spec, from_metadata, load_sidecar
@@ -76,7 +78,8 @@ class Segmenter:
         seg = Segmenter("mask2former_swint.onnx")      # or a TensorRT .engine
         instances = seg.run(frame)                      # frame: HxWx3 uint8 BGR, as OpenCV gives it
 
-    model: path to an .onnx model or a TensorRT engine (.engine/.plan), or an opened Backend.
+    model: path to an .onnx model or a TensorRT engine (.engine/.plan), "demo" (the small demo model that
+        ships with the package, see m2f_edge.demo), or an opened Backend.
     backend: "auto" (from the file), "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda",
         "onnxruntime-tensorrt" or "tensorrt" (see m2f_edge.backends).
     score_threshold: drop instances scoring below it (None: spec / sidecar value, else 0.5).
@@ -105,6 +108,7 @@ class Segmenter:
     pipeline): each call works on its own buffers.
     """
 
+    @suggest_keywords()
     def __init__(self, model, *, backend: str = "auto", score_threshold: Optional[float] = None,
                  max_instances: int = 100, resize: str = "stretch", color: str = "bgr",
                  class_names: Optional[Sequence[str]] = None, spec=None,
@@ -131,7 +135,7 @@ class Segmenter:
             self.backend = model
             model_path = getattr(model, "path", None)
         else:
-            model_path = os.fspath(model)
+            model_path = os.fspath(resolve_model(model))
             self.backend = open_backend(model_path, backend, providers=providers, threads=threads)
         self.model_path = model_path
 

@@ -113,3 +113,17 @@ def test_cli_run_reports_a_bad_source(assets, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert result.returncode == 1
     assert "m2f-edge run: error:" in result.stderr
+
+
+def test_example_errors_read_as_the_cli_s_without_a_traceback(assets, tmp_path):
+    """An expected error (a CSI camera without GStreamer, a missing file) is one line, the same message and
+    exit status as `m2f-edge run`, not a Python traceback."""
+    source = "csi://0" if "GStreamer:                   NO" in cv2.getBuildInformation() else str(tmp_path / "no.mp4")
+    example = run_example("camera_csi.py", "--model", assets[0], "--source", source)
+    cli = subprocess.run([sys.executable, "-m", "m2f_edge", "run", "--model", assets[0], "--source", source],
+                         env=subprocess_env(), cwd=SUBPROCESS_CWD, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=300)
+    assert example.returncode == cli.returncode == 1
+    assert "Traceback" not in example.stderr
+    assert example.stderr.strip().startswith("camera_csi.py: error: ")
+    assert example.stderr.strip().split(": error: ", 1)[1] == cli.stderr.strip().split(": error: ", 1)[1]

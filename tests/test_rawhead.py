@@ -28,18 +28,21 @@ def test_model_without_post_processor_is_a_clear_error(tmp_path):
         cut_raw_head(str(path))
 
 
+@pytest.fixture(scope="module")
+def models():
+    """(hf_exports, a Hugging Face deployable export, its raw head, the export summary), made once: a
+    module-level fixture (pytest deprecates class-scoped fixtures written as instance methods)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import hf_exports as hx
+
+    path, summary = hx.exported("deployable", num_labels=2, batch=2)
+    deployable = onnx.load(path)
+    return hx, deployable, cut_raw_head(deployable), summary
+
+
 @pytest.mark.slow
 class TestOnExportedModel:
-    @pytest.fixture(scope="class")
-    def models(self):
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
-        import hf_exports as hx
-
-        path, summary = hx.exported("deployable", num_labels=2, batch=2)
-        deployable = onnx.load(path)
-        return hx, deployable, cut_raw_head(deployable), summary
-
     def test_outputs_are_the_raw_head_of_the_pytorch_model(self, models):
         hx, deployable, raw, summary = models
         assert has_post_processor(deployable) and not has_post_processor(raw)

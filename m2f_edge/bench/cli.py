@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="m2f-edge-bench",
         description="Benchmark the whole Mask2Former pipeline (preprocess, inference, post-processing) per batch "
                     "size and power mode: FPS, latency percentiles per stage, watts and joules per frame.")
-    parser.add_argument("--model", help="model file (.onnx or .engine)")
+    parser.add_argument("--model", help="model file (.onnx or .engine), or demo (the shipped demo model)")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input-size", metavar="WxH", help="synthetic frames of this size (default: 1280x720)")
@@ -110,7 +110,9 @@ def make_segmenter(args):
         from .. import Segmenter
     except ImportError as error:
         raise RuntimeError("m2f_edge.Segmenter is not available in this build ({})".format(error))
-    if not os.path.exists(args.model):
+    from ..demo import MODEL_NAME
+
+    if args.model != MODEL_NAME and not os.path.exists(args.model):
         raise UsageError("--model: {!r} does not exist".format(args.model))
     return Segmenter(args.model, backend=args.backend, threads=args.threads, runner=args.runner)
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .._opencv import IMAGE_EXTENSIONS
 
 
 class FramePool(object):

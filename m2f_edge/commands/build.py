@@ -17,7 +17,7 @@ def add_parser(subparsers):
                     "that a stale or foreign engine is rebuilt rather than loaded. TensorRT >= 11 takes precisions "
                     "from the ONNX file: there an FP16 build converts an ONNX without float16 to FP16 first "
                     "(TAO's FP32 layers kept float32; see m2f-edge convert --fp16).")
-    parser.add_argument("model", help="the ONNX model (e.g. mask2former_swint.onnx from NGC)")
+    parser.add_argument("model", help="the ONNX model (e.g. mask2former_swint.onnx from NGC, or demo)")
     parser.add_argument("-o", "--output", metavar="ENGINE",
                         help="where to write the engine (default: MODEL with .engine, e.g. model.fp16.engine)")
     precision = parser.add_mutually_exclusive_group()
@@ -48,8 +48,13 @@ def default_output(model: str, fp16: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine_builder import BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch
+    from .._outputs import refuse_replacing
+    from ..demo import resolve_model
+    from ..engine_builder import (BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch,
+                                  sidecar_path)
 
+    named = args.model
+    args.model = resolve_model(named)
     if not os.path.isfile(args.model):
         raise FileNotFoundError("no such ONNX model: '{}'".format(args.model))
     if not args.model.lower().endswith(".onnx"):
@@ -66,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
         fp32_layers=() if args.no_fp32_layers else TAO_FP32_LAYERS,
         auto_fp16=not args.no_auto_fp16,
     )
+    # the demo model lives inside the installed package: its engine goes to the working folder instead
+    output = args.output or default_output(args.model if args.model == named else os.path.basename(args.model),
+                                           args.fp16)
+    refuse_replacing([("--output", output), ("the engine's sidecar", sidecar_path(output))],
+                     [("the ONNX model", args.model), ("the timing cache", args.timing_cache)])
     import_tensorrt()  # fail here, with the explanation, before any work
-    output = args.output or default_output(args.model, args.fp16)
     report = build_with_sidecar(args.model, output, options, progress=not args.no_progress)
     for note in report.get("notes", []):
         print("note: " + note, file=sys.stderr)

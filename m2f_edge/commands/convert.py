@@ -20,7 +20,7 @@ def add_parser(subparsers):
                     "inputs and outputs kept float32 (Casts at the boundaries): the FP16 model TensorRT >= 11 needs, "
                     "whose engines take their precision from the ONNX. Any combination may be given; --fp16 runs "
                     "last.")
-    parser.add_argument("model", help="the input .onnx")
+    parser.add_argument("model", help="the input .onnx (or demo, the shipped demo model)")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--portable", action="store_true", help="replace the TensorRT deformable-attention plugin")
     parser.add_argument("--raw-head", action="store_true", help="cut the post-processor, expose the raw head")
@@ -42,7 +42,11 @@ def run(args) -> int:
     import onnx
 
     from ..models.portable import make_portable, plugin_summary
+    from .._outputs import refuse_replacing
+    from ..demo import resolve_model
     from ..models.rawhead import cut_raw_head
+
+    args.model = resolve_model(args.model)
 
     if not (args.portable or args.raw_head or args.fp16):
         raise ValueError("nothing to do: give --portable, --raw-head and/or --fp16")
@@ -50,8 +54,7 @@ def run(args) -> int:
         raise ValueError("--keep-fp32 and --keep-fp32-op only apply with --fp16")
     if not os.path.isfile(args.model):
         raise FileNotFoundError("model: no such file: {}".format(args.model))
-    if os.path.abspath(args.model) == os.path.abspath(args.output):
-        raise ValueError("--output: must differ from the input model")
+    refuse_replacing([("--output", args.output)], [("the input model", args.model)])
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError("--output: {} exists (use --force to overwrite)".format(args.output))
     try:

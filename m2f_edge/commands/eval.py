@@ -11,7 +11,7 @@ def add_parser(subparsers):
         description="Run a model on the images of a COCO-format dataset and print COCO mask AP/AP50/AP75, box AP "
                     "(pycocotools), foreground mIoU (object vs background IoU per image, averaged) and the speed. "
                     "Needs the eval extra: pip install 'm2f-edge[eval]'.")
-    parser.add_argument("--model", required=True, help="the model: .onnx, or a TensorRT .engine/.plan")
+    parser.add_argument("--model", required=True, help="the model: .onnx, a TensorRT .engine/.plan, or demo (the shipped demo model)")
     parser.add_argument("--coco", required=True, help="COCO annotation JSON (instances_*.json)")
     parser.add_argument("--images", required=True, help="folder holding the images named in the annotations")
     binary = parser.add_mutually_exclusive_group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 
 def _size(text):
@@ -47,9 +48,18 @@ def add_parser(subparsers):
     return parser
 
 
+def _checkpoint_files(model: str):
+    """The files an export reads from: a checkpoint folder's, or a config.json."""
+    if os.path.isdir(model):
+        return [os.path.join(model, name) for name in os.listdir(model)]
+    return [model] if os.path.isfile(model) else []
+
+
 def run(args) -> int:
+    from .._outputs import refuse_replacing
     from ..models.export import export
 
+    refuse_replacing([("--output", args.output)], [("the checkpoint's", p) for p in _checkpoint_files(args.model)])
     try:
         size = _size(args.input_size)
     except ValueError as exc:

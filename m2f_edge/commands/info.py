@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from typing import List, Optional, Tuple
 
 
 def add_parser(subparsers):
@@ -11,7 +13,7 @@ def add_parser(subparsers):
         description="Load a model and print what m2f_edge reads from it: contract (deployable or raw head), input "
                     "name, size and dtype, batch range, outputs, classes and the backend that runs it. Without a "
                     "model, print what m2f_edge was built with and whether a GPU is usable.")
-    parser.add_argument("model", nargs="?", help="the model: .onnx, or a TensorRT .engine/.plan")
+    parser.add_argument("model", nargs="?", help="the model: .onnx, a TensorRT .engine/.plan, or demo (the shipped demo model)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime[-cpu|-cuda|-tensorrt] or tensorrt")
     parser.add_argument("--spec", help="a TAO experiment spec (YAML) or sidecar JSON")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -47,6 +49,72 @@ def model_info(seg) -> dict:
     return info
 
 
+def _onnxruntime() -> Tuple[Optional[str], List[str]]:
+    """(version, providers), or (None, []) when ONNX Runtime does not import."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, []
+    return onnxruntime.__version__, list(onnxruntime.get_available_providers())
+
+
+def runs_here(build: dict, providers: List[str]) -> str:
+    """One plain sentence: which path a model takes on this machine, and why not the GPU when it is not."""
+    ort_cuda = "CUDAExecutionProvider" in providers
+    if not build.get("gpu_present"):
+        return "CPU: ONNX Runtime (every model runs here, more slowly than on a GPU); no usable GPU: {}".format(
+            build.get("gpu_error") or "none found")
+    gpu = build.get("gpu_name") or "an NVIDIA GPU"
+    onnx_path = "ONNX Runtime on the GPU (CUDA provider)" if ort_cuda else "ONNX Runtime on the CPU"
+    if build.get("tensorrt"):
+        return "GPU ({}): TensorRT engines with the core's CUDA pre- and post-processing; .onnx models: {}".format(
+            gpu, onnx_path)
+    if ort_cuda:
+        return "GPU ({}): ONNX Runtime's CUDA provider (m2f_edge was built without TensorRT)".format(gpu)
+    return ("CPU: ONNX Runtime; the GPU ({}) is not used: m2f_edge was built without TensorRT and this ONNX "
+            "Runtime has no CUDA provider".format(gpu))
+
+
+def _build_lines(build: dict) -> List[Tuple[str, object]]:
+    from ..demo import MODEL_FILE
+
+    version, providers = _onnxruntime()
+    if build.get("cuda"):
+        cuda = "built in (CUDA {}){}".format(build.get("cuda_version"), "; kernels emulated on the CPU (test build)"
+                                             if build.get("cuda_emulation") else "")
+    else:
+        cuda = "not built in"
+    if build.get("gpu_present"):
+        gpu = "{} (compute capability {}{}), {} device(s)".format(
+            build.get("gpu_name"), build.get("gpu_compute_capability"),
+            ", integrated: Jetson" if build.get("gpu_integrated") else "", build.get("gpu_count"))
+    else:
+        gpu = "none usable ({})".format(build.get("gpu_error") or "none found")
+    return [
+        ("runs here", runs_here(build, providers)),
+        ("m2f-edge", build.get("version")),
+        ("CUDA", cuda),
+        ("TensorRT", "built in (TensorRT {})".format(build.get("tensorrt_version")) if build.get("tensorrt")
+         else "not built in"),
+        ("GPU", gpu),
+        ("ONNX Runtime", "{}, providers: {}".format(version, ", ".join(providers)) if version else "not installed"),
+        ("demo model", MODEL_FILE if os.path.isfile(MODEL_FILE) else "not installed (expected at {})".format(MODEL_FILE)),
+    ]
+
+
+def _print_lines(lines) -> None:
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print("{:<{}}  {}".format(key, width, value))
+
+
+def _classes(seg, shown: str) -> str:
+    if seg.num_classes is not None:
+        return "{}: {}".format(seg.num_classes, shown)
+    # TAO's deployable outputs carry a class id per instance, not the number of classes
+    return "number not stated by the model (its outputs give class ids only); names: {}".format(shown)
+
+
 def _dims(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]" if shape else "[?]"
 
@@ -57,11 +125,9 @@ def run(args) -> int:
 
         info = build_info()
         if args.json:
-            print(json.dumps(info, indent=2))
+            print(json.dumps(dict(info, runs_here=runs_here(info, _onnxruntime()[1])), indent=2))
         else:
-            width = max(len(k) for k in info)
-            for key, value in info.items():
-                print("{:<{}}  {}".format(key, width, value))
+            _print_lines(_build_lines(info))
         return 0
     from ..segmenter import Segmenter
 
@@ -81,7 +147,7 @@ def run(args) -> int:
         ("batch range", "{}..{}".format(low, "unbounded" if high is None else high) if low != high
          else "{} (fixed)".format(low)),
         ("outputs", ", ".join("{} {}".format(n, _dims(s)) for n, s in info["outputs"].items())),
-        ("classes", "{}: {}".format(seg.num_classes if seg.num_classes is not None else "?", shown)),
+        ("classes", _classes(seg, shown)),
         ("backend", info["backend_detail"]),
         ("score threshold", seg.score_threshold),
     ]
@@ -93,7 +159,5 @@ def run(args) -> int:
         lines.append(("settings from", ", ".join(info["settings_from"])))
     if info["metadata"]:
         lines.append(("metadata", ", ".join(sorted(info["metadata"]))))
-    width = max(len(k) for k, _ in lines)
-    for key, value in lines:
-        print("{:<{}}  {}".format(key, width, value))
+    _print_lines(lines)
     return 0

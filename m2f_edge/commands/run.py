@@ -17,7 +17,7 @@ def add_parser(subparsers):
                     "--output. Sources: csi://0, v4l2:///dev/video0?width=1280&height=720, rtsp://..., "
                     "gst://PIPELINE, a video file, an image, a folder or a glob of images. Outputs: display://, "
                     "out.mp4 / out.avi, a folder ending in /, udp://host:port.")
-    parser.add_argument("-m", "--model", required=True, help="the model: .onnx, or a TensorRT .engine/.plan")
+    parser.add_argument("-m", "--model", required=True, help="the model: .onnx, a TensorRT .engine/.plan, or demo (the shipped demo model)")
     parser.add_argument("-s", "--source", required=True, metavar="URI", help="where frames come from")
     parser.add_argument("-o", "--output", metavar="URI", help="where overlays go (none: only print statistics)")
     parser.add_argument("-t", "--threshold", type=float, default=None,

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import List, Optional
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from .._opencv import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def add_parser(subparsers):
         description="Segment image files (or every image in the folders given) with a Mask2Former model. Writes "
                     "overlay images to --out and all instances as COCO results to --json; prints one line per image.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    parser.add_argument("-m", "--model", required=True, help="the model: .onnx, or a TensorRT .engine/.plan")
+    parser.add_argument("-m", "--model", required=True, help="the model: .onnx, a TensorRT .engine/.plan, or demo (the shipped demo model)")
     parser.add_argument("-o", "--out", metavar="DIR", help="write an overlay image per input into DIR")
     parser.add_argument("--json", metavar="FILE", help="write the instances of all images as a COCO results JSON")
     parser.add_argument("-t", "--threshold", type=float, default=None,
@@ -45,9 +45,9 @@ def collect_images(paths: List[str]) -> List[str]:
     for path in paths:
         if os.path.isdir(path):
             inside = sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, f)))
+                            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
             if not inside:
-                logger.warning("%s: no images (%s) in this folder", path, ", ".join(IMAGE_SUFFIXES))
+                logger.warning("%s: no images (%s) in this folder", path, ", ".join(IMAGE_EXTENSIONS))
             found.extend(inside)
         elif os.path.isfile(path):
             found.append(path)
@@ -67,15 +67,30 @@ def _image_ids(images: List[str], mode: str) -> List[object]:
     return list(range(1, len(images) + 1))
 
 
-def _overlay_path(out_dir: str, image: str, used: set) -> str:
-    stem, suffix = os.path.splitext(os.path.basename(image))
-    if suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp"):
-        suffix = ".png"
-    candidate, n = stem + suffix, 1
-    while candidate in used:
-        candidate, n = "{}_{}{}".format(stem, n, suffix), n + 1
-    used.add(candidate)
-    return os.path.join(out_dir, candidate)
+def overlay_paths(out_dir: str, images: List[str]) -> List[str]:
+    """One overlay file per image in out_dir, named as the image (PNG where OpenCV would not write the
+    image's own format); a name used twice gets _1, _2, ..."""
+    used = set()
+    paths = []
+    for image in images:
+        stem, suffix = os.path.splitext(os.path.basename(image))
+        if suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp"):
+            suffix = ".png"
+        candidate, n = stem + suffix, 1
+        while candidate in used:
+            candidate, n = "{}_{}{}".format(stem, n, suffix), n + 1
+        used.add(candidate)
+        paths.append(os.path.join(out_dir, candidate))
+    return paths
+
+
+def _refuse_replacing_inputs(args, images: List[str], overlays: List[str]) -> None:
+    from .._outputs import refuse_replacing
+
+    inputs = [("the input image", image) for image in images]
+    inputs += [("the model", args.model), ("the spec", args.spec)]
+    outputs = [("--out", path) for path in overlays] + [("--json", args.json)]
+    refuse_replacing(outputs, inputs)
 
 
 def run(args) -> int:
@@ -92,17 +107,18 @@ def run(args) -> int:
         print("m2f-edge segment: no images to segment", file=sys.stderr)
         return 1
     ids = _image_ids(images, args.image_id)
+    overlays = overlay_paths(args.out, images) if args.out else [None] * len(images)
+    _refuse_replacing_inputs(args, images, [p for p in overlays if p])
     seg = Segmenter(args.model, backend=args.backend, score_threshold=args.threshold,
                     max_instances=args.max_instances, resize=args.resize,
                     color="gray" if args.color == "gray" else "bgr", spec=args.spec, threads=args.threads)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     draw_available: Optional[bool] = None
-    used_names: set = set()
     results = []
     failures = 0
     flag = cv2.IMREAD_GRAYSCALE if args.color == "gray" else cv2.IMREAD_COLOR
-    for image, image_id in zip(images, ids):
+    for image, image_id, target in zip(images, ids, overlays):
         frame = cv2.imread(image, flag)
         if frame is None:
             print("m2f-edge segment: error: cannot read '{}' as an image".format(image), file=sys.stderr)
@@ -128,7 +144,6 @@ def run(args) -> int:
                 draw_available = False
                 print("m2f-edge segment: overlays skipped: {}".format(exc), file=sys.stderr)
                 continue
-            target = _overlay_path(args.out, image, used_names)
             if not cv2.imwrite(target, canvas):
                 print("m2f-edge segment: error: cannot write '{}'".format(target), file=sys.stderr)
                 failures += 1

@@ -194,6 +194,8 @@ def evaluate(model, annotations, images_dir, *, binary: Optional[bool] = None, l
 
     from ..segmenter import Segmenter
 
+    if output_dir:
+        _refuse_replacing_inputs(output_dir, model, annotations, segmenter_kwargs.get("spec"))
     started = time.perf_counter()
     segmenter = model if isinstance(model, Segmenter) else Segmenter(model, **segmenter_kwargs)
     if score_threshold is not None:
@@ -267,14 +269,29 @@ def evaluate(model, annotations, images_dir, *, binary: Optional[bool] = None, l
     return result
 
 
+OUTPUT_FILES = ("results.json", "per_image.json", "summary.json")
+
+
+def _refuse_replacing_inputs(output_dir, model, annotations, spec) -> None:
+    from .._outputs import refuse_replacing
+
+    inputs = [("the annotations", os.fspath(annotations))]
+    if isinstance(model, (str, os.PathLike)):
+        inputs.append(("the model", os.fspath(model)))
+    if isinstance(spec, (str, os.PathLike)):
+        inputs.append(("the spec", os.fspath(spec)))
+    refuse_replacing([("output_dir", os.path.join(output_dir, name)) for name in OUTPUT_FILES], inputs)
+
+
 def write_outputs(result: Mapping[str, Any], results: Iterable[Mapping[str, Any]], output_dir: str) -> None:
+    results_name, per_image_name, summary_name = OUTPUT_FILES
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(output_dir, results_name), "w", encoding="utf-8") as handle:
         json.dump(list(results), handle)
-    with open(os.path.join(output_dir, "per_image.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(output_dir, per_image_name), "w", encoding="utf-8") as handle:
         json.dump(result["per_image"], handle, indent=1)
     summary = {k: v for k, v in result.items() if k != "per_image"}
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(output_dir, summary_name), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
 
 

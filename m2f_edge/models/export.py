@@ -187,9 +187,15 @@ def _plugin_attention(torch, original):
             shapes = torch.tensor([list(s) for s in spatial_shapes], dtype=torch.int32)
             sizes = [int(h) * int(w) for h, w in spatial_shapes]
             starts = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))], dtype=torch.int32)
-            return g.op("nvidia::" + "MultiscaleDeformableAttnPlugin_TRT", value,
-                        g.op("Constant", value_t=shapes), g.op("Constant", value_t=starts),
-                        sampling_locations, attention_weights)
+            out = g.op("nvidia::" + "MultiscaleDeformableAttnPlugin_TRT", value,
+                       g.op("Constant", value_t=shapes), g.op("Constant", value_t=starts),
+                       sampling_locations, attention_weights)
+            # the exporter cannot infer a custom op's output: state it (batch, queries, heads, channels per
+            # head), batch left symbolic so that a dynamic-batch export stays dynamic
+            value_sizes, location_sizes = value.type().varyingSizes(), sampling_locations.type().varyingSizes()
+            if value_sizes and location_sizes:
+                out.setType(value.type().with_sizes([None, location_sizes[1], value_sizes[2], value_sizes[3]]))
+            return out
 
     def attention(value, value_spatial_shapes, sampling_locations, attention_weights):
         spatial = tuple((int(h), int(w)) for h, w in value_spatial_shapes)

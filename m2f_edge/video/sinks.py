@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-import tempfile
 from typing import Optional
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from .sources import _cv2, _gstreamer_missing_message, gstreamer_available, gstreamer_element_available
+from .._outputs import create_hidden_beside, same_file
+from .gstreamer import gstreamer_available, gstreamer_element_available, gstreamer_missing_message
+from .sources import Source, _cv2
 
 __all__ = ["Sink", "SinkError", "VideoFileSink", "ImageFolderSink", "DisplaySink", "GStreamerSink", "open_sink",
            "VIDEO_EXTENSIONS"]
@@ -59,6 +61,10 @@ class Sink:
 
     def abort(self) -> None:
         self.close()
+
+    def would_replace(self, path: str) -> bool:
+        """Whether writing this sink could replace the file ``path``."""
+        return False
 
     def __enter__(self):
         return self
@@ -117,9 +123,7 @@ class VideoFileSink(_VideoWriterSink):
             raise SinkError("sink %r: folder %s does not exist" % (path, folder))
         self.path = path
         self.fourcc = (fourcc or VIDEO_EXTENSIONS[ext])[:4]
-        handle, self._temp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial" + ext,
-                                                   dir=folder)
-        os.close(handle)
+        self._temp_path = create_hidden_beside(path, suffix=".partial" + ext)
 
     def _open_writer(self, cv2, size):
         writer = cv2.VideoWriter(self._temp_path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
@@ -128,6 +132,9 @@ class VideoFileSink(_VideoWriterSink):
             raise SinkError("sink %r: OpenCV (%s) cannot write %s video with codec %r" % (
                 self.uri, cv2.__version__, os.path.splitext(self.path)[1], self.fourcc))
         return writer
+
+    def would_replace(self, path: str) -> bool:
+        return same_file(self.path, path)
 
     def close(self) -> None:
         if self.closed:
@@ -175,6 +182,13 @@ class ImageFolderSink(Sink):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self.pattern = pattern
+        # the names the pattern can produce: its integer field matches any digits (padded or not)
+        pieces = re.split(r"%[-+ 0#]*\d*[di]", pattern.replace("%%", "\0"))
+        self._names = re.compile("^" + r"[-+ ]*\d+".join(re.escape(p).replace("\0", "%") for p in pieces) + "$")
+
+    def would_replace(self, path: str) -> bool:
+        return same_file(self.folder, os.path.dirname(os.path.abspath(path))) and \
+            bool(self._names.match(os.path.basename(path)))
 
     def write(self, image: np.ndarray) -> None:
         if self.closed:
@@ -236,7 +250,7 @@ class GStreamerSink(_VideoWriterSink):
     def __init__(self, pipeline: str, fps: Optional[float] = None, uri: str = ""):
         super().__init__(uri or pipeline, fps)
         if not gstreamer_available():
-            raise SinkError(_gstreamer_missing_message(self.uri))
+            raise SinkError(gstreamer_missing_message(self.uri))
         self.pipeline = pipeline
 
     def _open_writer(self, cv2, size):
@@ -259,12 +273,34 @@ def _encoder_chain(bitrate_kbps: int) -> str:
     return "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=%d ! h264parse" % bitrate_kbps
 
 
-def open_sink(uri, *, fps: Optional[float] = None, **options) -> Sink:
+def open_sink(uri, *, fps: Optional[float] = None, inputs=(), **options) -> Sink:
     """Open a sink by URI (see the module docstring). ``fps`` sets the output frame rate of video files
     and streams (default 30). Options: ``fourcc`` (video files), ``pattern`` (image folders),
-    ``bitrate`` (kbit/s, streams), ``title`` (display). An open :class:`Sink` is returned unchanged."""
-    if isinstance(uri, Sink):
-        return uri
+    ``bitrate`` (kbit/s, streams), ``title`` (display). An open :class:`Sink` is returned unchanged.
+
+    inputs: paths and :class:`Source` objects (their ``files``) that the sink must never replace: a sink
+    that would raises SinkError naming both, before writing anything."""
+    sink = uri if isinstance(uri, Sink) else _open_sink(uri, fps, options)
+    for path in _input_files(inputs):
+        if sink.would_replace(path):
+            if sink is not uri:
+                sink.abort()
+            raise SinkError("sink %r: writing it would replace the input %s; nothing was written (choose another "
+                            "output)" % (sink.uri, path))
+    return sink
+
+
+def _input_files(inputs):
+    if isinstance(inputs, (str, os.PathLike, Source)):
+        inputs = [inputs]
+    for item in inputs:
+        if isinstance(item, Source):
+            yield from item.files
+        else:
+            yield os.fspath(item)
+
+
+def _open_sink(uri, fps: Optional[float], options) -> Sink:
     uri = os.fspath(uri)
     if not isinstance(uri, str) or not uri:
         raise ValueError("output: expected a URI or path string, got %r" % (uri,))

@@ -17,14 +17,16 @@ import collections
 import glob
 import logging
 import os
-import shutil
-import subprocess
 import threading
 import time
 from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from .._opencv import require_cv2
+from .._opencv import IMAGE_EXTENSIONS, require_cv2
+from . import gstreamer
+# public here before the GStreamer helpers had their own module; the video package exports them from here
+from .gstreamer import (csi_pipeline, gstreamer_available, gstreamer_element_available,  # noqa: F401
+                        missing_gstreamer_elements, rtsp_pipeline)
 
 __all__ = [
     "Frame", "Source", "SourceError", "VideoFileSource", "ImageSource", "LiveSource", "open_source",
@@ -32,8 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("m2f_edge.video")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 
 
 class SourceError(RuntimeError):
@@ -63,85 +63,17 @@ def _cv2():
     return require_cv2("video sources and sinks")
 
 
-def gstreamer_available() -> bool:
-    """Whether the imported OpenCV was built with GStreamer (cv2.getBuildInformation())."""
-    cv2 = _cv2()
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line.split(":", 1)[1]
-    return False
-
-
-def _gstreamer_missing_message(uri: str) -> str:
-    cv2 = _cv2()
-    return (
-        "%s needs OpenCV built with GStreamer, but the OpenCV in use (%s, %s) has none. On Jetson use "
-        "JetPack's system OpenCV: remove pip's opencv-python* from this environment (pip uninstall "
-        "opencv-python opencv-python-headless) or create the venv with --system-site-packages; elsewhere "
-        "install python3-opencv from your distribution. PyPI's opencv-python wheels lack GStreamer."
-        % (uri, cv2.__version__, os.path.dirname(getattr(cv2, "__file__", "") or "?"))
-    )
-
-
-_ELEMENT_CACHE = {}  # type: Dict[str, Optional[bool]]
-
-
-def _element_exists(name: str) -> Optional[bool]:
-    """True/False from gst-inspect-1.0 --exists, None when the tool is not installed."""
-    if name not in _ELEMENT_CACHE:
-        tool = shutil.which("gst-inspect-1.0")
-        if tool is None:
-            return None
-        try:
-            result = subprocess.run([tool, "--exists", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    timeout=10)
-            _ELEMENT_CACHE[name] = result.returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    return _ELEMENT_CACHE[name]
-
-
-def gstreamer_element_available(name: str) -> bool:
-    """Whether GStreamer has element ``name`` (e.g. nvv4l2decoder), asked with gst-inspect-1.0."""
-    return bool(_element_exists(name))
-
-
-def missing_gstreamer_elements(pipeline: str) -> List[str]:
-    """The elements of a gst-launch style pipeline that GStreamer lacks (empty when gst-inspect-1.0 is
-    not installed). Checked before opening: OpenCV can block forever on a pipeline naming a missing
-    element (seen with OpenCV 4.6 / GStreamer 1.22 and nvarguscamerasrc)."""
-    missing = []
-    for part in pipeline.split("!"):
-        words = part.strip().split()
-        if not words:
-            continue
-        name = words[0]
-        if "/" in name or "=" in name or name.startswith(("(", "'", '"')) or "." in name:
-            continue  # caps such as video/x-raw, or a pad reference such as t.
-        if _element_exists(name) is False:
-            missing.append(name)
-    return missing
-
-
-def _check_pipeline(pipeline: str, uri: str) -> None:
-    missing = missing_gstreamer_elements(pipeline)
-    if missing:
-        hint = ""
-        if any(m.startswith("nv") for m in missing):
-            hint = " (NVIDIA's elements come with JetPack's multimedia packages on a Jetson)"
-        raise SourceError("source %r: GStreamer has no element %s%s; pipeline: %s" % (
-            uri, ", ".join(missing), hint, pipeline))
-
-
 class Source:
     """Base class. Iterate for frames, or call :meth:`read` (None at end of stream).
 
     Attributes: ``uri``, ``fps`` (nominal frames per second or None), ``width``/``height`` (0 until
     known), ``is_live``, ``eos`` (the stream ended), ``frames_read``, ``dropped`` (live sources: frames
-    replaced by newer ones before they were read), ``reconnects``.
+    replaced by newer ones before they were read), ``reconnects``, ``files`` (the files it reads, which
+    a sink must not replace; empty for cameras and streams).
     """
 
     is_live = False
+    files = ()
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -239,6 +171,7 @@ class VideoFileSource(Source):
         cv2 = _cv2()
         if not os.path.isfile(path):
             raise SourceError("source %r: no such video file" % (path,))
+        self.files = (path,)
         self._cap, first_image = _open_video_file(path, self.uri, api_preference)
         self._pending = (first_image, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -285,6 +218,7 @@ class ImageSource(Source):
         if not paths:
             raise SourceError("source %r: no image files found (extensions: %s)" % (uri, " ".join(IMAGE_EXTENSIONS)))
         self.paths = list(paths)
+        self.files = tuple(self.paths)
         self.fps = float(fps) if fps else None
         self.frame_count = len(self.paths)
         self._next = 0
@@ -477,6 +411,7 @@ class LiveSource(Source):
 # URI parsing
 
 _TRUE = ("1", "true", "yes", "on")
+_STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp")
 
 
 def _as_bool(value) -> bool:
@@ -490,46 +425,16 @@ def _split_options(uri: str):
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)), parts, options
 
 
-def _gst_capture(pipeline: str):
-    cv2 = _cv2()
-    return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-
-
 def _gst_live(pipeline: str, uri: str, describe: str, live_kw) -> "LiveSource":
-    _check_pipeline(pipeline, uri)
-    return LiveSource(lambda: _gst_capture(pipeline), uri, describe=describe, **live_kw)
+    problem = gstreamer.missing_elements_message(pipeline)
+    if problem:
+        raise SourceError("source %r: %s" % (uri, problem))
+    return LiveSource(lambda: gstreamer.open_capture(pipeline), uri, describe=describe, **live_kw)
 
 
-def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0,
-                 sensor_mode: Optional[int] = None) -> str:
-    """The GStreamer pipeline for a Jetson CSI camera (Argus), delivering BGR frames to appsink."""
-    mode = " sensor-mode=%d" % sensor_mode if sensor_mode is not None else ""
-    return (
-        "nvarguscamerasrc sensor-id=%d%s ! "
-        "video/x-raw(memory:NVMM), width=(int)%d, height=(int)%d, framerate=(fraction)%d/1, format=(string)NV12 ! "
-        "nvvidconv flip-method=%d ! video/x-raw, format=(string)BGRx ! videoconvert ! "
-        "video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false"
-        % (sensor_id, mode, width, height, fps, flip)
-    )
-
-
-def rtsp_pipeline(url: str, latency: int = 200, codec: str = "h264", hardware: Optional[bool] = None) -> str:
-    """The GStreamer pipeline for an RTSP stream: Jetson's nvv4l2decoder where present, else decodebin."""
-    codec = codec.lower()
-    if codec not in ("h264", "h265"):
-        raise ValueError("codec: expected 'h264' or 'h265', got %r" % (codec,))
-    if hardware is None:
-        hardware = gstreamer_element_available("nvv4l2decoder")
-    if hardware:
-        return (
-            "rtspsrc location=%s latency=%d ! rtp%sdepay ! %sparse ! nvv4l2decoder ! nvvidconv ! "
-            "video/x-raw, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! "
-            "appsink drop=true max-buffers=1 sync=false" % (url, latency, codec, codec)
-        )
-    return (
-        "rtspsrc location=%s latency=%d ! decodebin ! videoconvert ! video/x-raw, format=(string)BGR ! "
-        "appsink drop=true max-buffers=1 sync=false" % (url, latency)
-    )
+def _require_gstreamer(uri: str) -> None:
+    if not gstreamer_available():
+        raise SourceError(gstreamer.gstreamer_missing_message(uri))
 
 
 def _looks_like_glob(path: str) -> bool:
@@ -542,16 +447,10 @@ def _open_v4l2(device: str, options: Dict[str, str], uri: str, live_kw) -> LiveS
     height = int(options.get("height", 0) or 0)
     fps = float(options.get("fps", 0) or 0)
     fourcc = str(options.get("format", "") or "").upper()
-    backend = str(options.get("backend", "v4l2")).lower()
-    if backend == "gstreamer":
-        if not gstreamer_available():
-            raise SourceError(_gstreamer_missing_message(uri))
-        caps = "image/jpeg" if fourcc in ("MJPG", "MJPEG") else "video/x-raw"
-        fields = "".join([",width=%d" % width if width else "", ",height=%d" % height if height else "",
-                          ",framerate=%d/1" % int(fps) if fps else ""])
-        decode = " ! jpegdec" if caps == "image/jpeg" else ""
-        pipeline = ("v4l2src device=%s ! %s%s%s ! videoconvert ! video/x-raw,format=BGR ! "
-                    "appsink drop=true max-buffers=1 sync=false" % (device, caps, fields, decode))
+    live_kw.setdefault("reconnect", True)
+    if str(options.get("backend", "v4l2")).lower() == "gstreamer":
+        _require_gstreamer(uri)
+        pipeline = gstreamer.v4l2_pipeline(device, fourcc, width, height, fps)
         return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
 
     target = int(device) if device.isdigit() else device
@@ -572,6 +471,86 @@ def _open_v4l2(device: str, options: Dict[str, str], uri: str, live_kw) -> LiveS
     if isinstance(target, str) and not os.path.exists(target):
         raise SourceError("source %r: no such device %s" % (uri, target))
     return LiveSource(open_capture, uri, describe="V4L2 device %s" % device, **live_kw)
+
+
+def _open_csi(uri: str, parts, opts, live_kw) -> LiveSource:
+    _require_gstreamer(uri)
+    sensor = (parts.netloc or parts.path.strip("/") or "0")
+    pipeline = gstreamer.csi_pipeline(int(sensor), int(opts.get("width", 1280)), int(opts.get("height", 720)),
+                                      int(float(opts.get("fps", 30))), int(opts.get("flip", 0)),
+                                      int(opts["sensor_mode"]) if "sensor_mode" in opts else None)
+    live_kw.setdefault("reconnect", True)
+    return _gst_live(pipeline, uri, "CSI camera pipeline %r (is nvargus-daemon running?)" % pipeline, live_kw)
+
+
+def _open_network_stream(uri: str, scheme: str, opts, live_kw) -> LiveSource:
+    """RTSP and other network streams; the URL is passed on untouched, options come as keywords only."""
+    cv2 = _cv2()
+    backend = str(opts.get("backend", "gstreamer" if (scheme in ("rtsp", "rtsps") and gstreamer_available())
+                            else "ffmpeg")).lower()
+    live_kw.setdefault("reconnect", True)
+    if backend == "gstreamer":
+        _require_gstreamer(uri)
+        pipeline = gstreamer.rtsp_pipeline(uri, int(opts.get("latency", 200)), str(opts.get("codec", "h264")))
+        return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
+    return LiveSource(lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG), uri, describe="stream (OpenCV/FFmpeg)",
+                      **live_kw)
+
+
+def _open_gst(uri: str, live_kw) -> LiveSource:
+    pipeline = gstreamer.appsink_pipeline(uri.split("://", 1)[1])
+    _require_gstreamer(uri)
+    live_kw.setdefault("reconnect", False)
+    return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
+
+
+def _open_path(path: str, uri: str, opts, live_kw) -> Source:
+    """A device path, an image folder, a glob, an image or a video file."""
+    if path.startswith("/dev/video"):
+        return _open_v4l2(path, opts, uri, live_kw)
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, name) for name in os.listdir(path)
+                       if name.lower().endswith(IMAGE_EXTENSIONS))
+        return ImageSource(files, uri, opts.get("fps") and float(opts["fps"]))
+    if _looks_like_glob(path) and not os.path.exists(path):
+        files = sorted(p for p in glob.glob(path) if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
+        return ImageSource(files, uri, opts.get("fps") and float(opts["fps"]))
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        if not os.path.isfile(path):
+            raise SourceError("source %r: no such image file" % (uri,))
+        return ImageSource([path], uri, opts.get("fps") and float(opts["fps"]))
+    if not os.path.exists(path):
+        raise SourceError("source %r: no such file, folder or device" % (uri,))
+    if _as_bool(opts.get("live", False)):
+        live_kw.setdefault("reconnect", False)
+
+        def open_file():
+            return _FirstFrameAgain(*_open_video_file(path, uri))
+
+        source = LiveSource(open_file, uri, describe="video file %r" % path, **live_kw)
+        source.files = (path,)
+        return source
+    return VideoFileSource(path, uri)
+
+
+def _source_options(uri: str, scheme: str, options):
+    """(the URI's split parts or None, options from its query updated by the keywords, live-source
+    keywords for LiveSource). Only our own schemes carry options in a query; a stream URL is not parsed."""
+    parts, query = None, {}
+    if scheme in ("csi", "v4l2", "file"):
+        _, parts, query = _split_options(uri)
+    opts = dict(query)
+    opts.update({k: v for k, v in options.items() if v is not None})
+    live_kw = {}
+    for key in ("max_reconnects", "queue_size"):
+        if key in opts:
+            live_kw[key] = int(opts.pop(key))
+    if "stall_timeout" in opts:
+        live_kw["stall_timeout"] = float(opts.pop("stall_timeout"))
+    reconnect = opts.pop("reconnect", None)
+    if reconnect is not None:  # else each kind of source has its own default
+        live_kw["reconnect"] = _as_bool(reconnect)
+    return parts, opts, live_kw
 
 
 def open_source(uri, **options) -> Source:
@@ -598,88 +577,16 @@ def open_source(uri, **options) -> Source:
         raise ValueError("source: expected a URI or path string, got %r" % (uri,))
 
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme in ("csi", "v4l2", "file", "gst"):
-        if scheme == "gst":
-            parts, query = None, {}
-        else:
-            _, parts, query = _split_options(uri)
-    else:
-        parts, query = None, {}
-    opts = dict(query)
-    opts.update({k: v for k, v in options.items() if v is not None})
-
-    live_kw = {}
-    for key in ("max_reconnects", "queue_size"):
-        if key in opts:
-            live_kw[key] = int(opts.pop(key))
-    if "stall_timeout" in opts:
-        live_kw["stall_timeout"] = float(opts.pop("stall_timeout"))
-    reconnect_opt = opts.pop("reconnect", None)
-
+    parts, opts, live_kw = _source_options(uri, scheme, options)
     if scheme == "csi":
-        if not gstreamer_available():
-            raise SourceError(_gstreamer_missing_message(uri))
-        sensor = (parts.netloc or parts.path.strip("/") or "0")
-        pipeline = csi_pipeline(int(sensor), int(opts.get("width", 1280)), int(opts.get("height", 720)),
-                                int(float(opts.get("fps", 30))), int(opts.get("flip", 0)),
-                                int(opts["sensor_mode"]) if "sensor_mode" in opts else None)
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else True
-        return _gst_live(pipeline, uri, "CSI camera pipeline %r (is nvargus-daemon running?)" % pipeline, live_kw)
-
+        return _open_csi(uri, parts, opts, live_kw)
     if scheme == "v4l2":
-        device = (parts.netloc + parts.path) or "/dev/video0"
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else True
-        return _open_v4l2(device, opts, uri, live_kw)
-
-    if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp"):
-        # The URL is passed on untouched; options come only as keyword arguments.
-        cv2 = _cv2()
-        backend = str(opts.get("backend", "gstreamer" if (scheme in ("rtsp", "rtsps") and gstreamer_available())
-                                else "ffmpeg")).lower()
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else True
-        if backend == "gstreamer":
-            if not gstreamer_available():
-                raise SourceError(_gstreamer_missing_message(uri))
-            pipeline = rtsp_pipeline(uri, int(opts.get("latency", 200)), str(opts.get("codec", "h264")))
-            return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
-        return LiveSource(lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG), uri, describe="stream (OpenCV/FFmpeg)",
-                          **live_kw)
-
+        return _open_v4l2((parts.netloc + parts.path) or "/dev/video0", opts, uri, live_kw)
+    if scheme in _STREAM_SCHEMES:
+        return _open_network_stream(uri, scheme, opts, live_kw)
     if scheme == "gst":
-        pipeline = uri.split("://", 1)[1]
-        if "appsink" not in pipeline:
-            pipeline += " ! videoconvert ! video/x-raw,format=BGR ! appsink"
-        if not gstreamer_available():
-            raise SourceError(_gstreamer_missing_message(uri))
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else False
-        return _gst_live(pipeline, uri, "GStreamer pipeline %r" % pipeline, live_kw)
-
+        return _open_gst(uri, live_kw)
     if scheme and scheme != "file":
         raise SourceError("source %r: unknown scheme %r (expected csi, v4l2, rtsp, gst, file or a path)"
                           % (uri, scheme))
-
-    path = os.path.expanduser(parts.path if scheme == "file" else uri)
-    if path.startswith("/dev/video"):
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else True
-        return _open_v4l2(path, opts, uri, live_kw)
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                       if name.lower().endswith(IMAGE_EXTENSIONS))
-        return ImageSource(files, uri, opts.get("fps") and float(opts["fps"]))
-    if _looks_like_glob(path) and not os.path.exists(path):
-        files = sorted(p for p in glob.glob(path) if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
-        return ImageSource(files, uri, opts.get("fps") and float(opts["fps"]))
-    if path.lower().endswith(IMAGE_EXTENSIONS):
-        if not os.path.isfile(path):
-            raise SourceError("source %r: no such image file" % (uri,))
-        return ImageSource([path], uri, opts.get("fps") and float(opts["fps"]))
-    if not os.path.exists(path):
-        raise SourceError("source %r: no such file, folder or device" % (uri,))
-    if _as_bool(opts.get("live", False)):
-        live_kw["reconnect"] = _as_bool(reconnect_opt) if reconnect_opt is not None else False
-
-        def open_file():
-            return _FirstFrameAgain(*_open_video_file(path, uri))
-
-        return LiveSource(open_file, uri, describe="video file %r" % path, **live_kw)
-    return VideoFileSource(path, uri)
+    return _open_path(os.path.expanduser(parts.path if scheme == "file" else uri), uri, opts, live_kw)

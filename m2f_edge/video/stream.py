@@ -449,10 +449,8 @@ def _check_common(segmenter, batch, queue_size, on_error):
 def _sink_for(output, sources):
     if output is None:
         return None, False
-    if isinstance(output, Sink):
-        return output, False
     fps = next((s.fps for s in sources if s.fps), None)
-    return open_sink(output, fps=fps), True
+    return open_sink(output, fps=fps, inputs=sources), not isinstance(output, Sink)
 
 
 def stream(segmenter, source, *, batch: int = 1, draw: bool = False, draw_options: Optional[dict] = None,
