@@ -1,4 +1,4 @@
-"""OpenCV, imported where it is used: on Jetson the package must not pull PyPI's OpenCV (DESIGN.md), so
+"""OpenCV, imported where it is used: on Jetson the package must not pull PyPI's OpenCV (docs/design.md), so
 its absence is told at the point of use, with which OpenCV to install."""
 
 # the image files every command and source reads (cv2.imread decodes them all)

@@ -109,7 +109,7 @@ class GpuPipeline:
     """Preprocess -> TensorRT -> post-process with every intermediate on the GPU, in one C++ call
     (_core.tensorrt.Pipeline).
 
-    backend: a TensorRTBackend. contract: "deployable" or "raw" (see DESIGN.md). output_map: the
+    backend: a TensorRTBackend. contract: "deployable" or "raw" (see docs/design.md). output_map: the
     engine's names for the contract outputs where they differ. Frames already on the GPU are read in
     place; numpy frames are copied into a reusable frame buffer: on Jetson mapped memory (a CPU
     memcpy into memory the GPU reads directly, no cudaMemcpy); on a discrete GPU device memory, filled

@@ -66,7 +66,7 @@ def torch_outputs(num_labels, inputs):
 
 
 def instance_reference(class_logits, mask_logits, topk, size, no_object_last=True):
-    """numpy instance inference from DESIGN.md for one image: softmax, drop no-object, top-k over Q*C,
+    """numpy instance inference from docs/design.md (raw-head contract) for one image: softmax, drop no-object, top-k over Q*C,
     upsample the query's logits bilinearly (align_corners=False, as cv2.resize INTER_LINEAR), mask = logit > 0,
     score = prob * mean sigmoid inside the mask. Returns (masks bool [K,H,W], scores [K], labels [K], queries [K])
     sorted by score, descending."""

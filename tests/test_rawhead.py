@@ -105,7 +105,7 @@ class TestOnExportedModel:
 
 
 def _export_tao_like(path, queries=6, classes=1, size=64):
-    """A small torch network whose post-processor follows TAO's deployable graph as DESIGN.md describes it:
+    """A small torch network whose post-processor follows TAO's deployable graph as docs/design.md describes it:
     upsample ALL query mask logits to the network size first, softmax with no-object at index 0, top-k over
     Q*C, select the chosen queries, 0/1 masks, score = prob * mean sigmoid inside the mask."""
     import inspect
