@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -188,6 +188,3 @@ def _describe(array) -> str:
         return "{} array of shape {}".format(array.dtype.name, tuple(array.shape))
     return type(array).__name__
 
-
-def available_providers() -> Sequence[str]:
-    return _import_ort().get_available_providers()
