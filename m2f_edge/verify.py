@@ -9,8 +9,8 @@ same frames go through:
 - the reference: the host runner on the reference model (ONNX Runtime on the ONNX; or the same engine
   with host stages when only an engine is given);
 - independent references of the core's own stages, written with numpy and OpenCV only: preprocessing
-  (resize, normalise, NCHW) and the deployable contract's post-processing (select, sort, bilinear resize
-  to the frame, threshold), fed with the reference model's own outputs.
+  (resize, normalise, NCHW) and post-processing of either contract (the raw head's instance inference;
+  select, sort, bilinear resize to the frame, threshold), fed with the reference model's own outputs.
 
 Instances are matched greedily by mask IoU within a label; every instance that scores clearly above the
 threshold (by more than the score tolerance) must find a partner. Tolerances are stated in the report:
@@ -91,6 +91,30 @@ def reference_preprocess(frame: np.ndarray, transform, mean, std, color: str) ->
     normalised = (resized / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     out[:, :transform.content_height, :transform.content_width] = normalised.transpose(2, 0, 1)
     return out
+
+
+def reference_instances_raw(class_logits, mask_logits, transform, no_object_index: int, topk: int):
+    """numpy/OpenCV instance inference of the raw head for one frame (softmax, drop no-object, top-k over
+    Q*C, bilinear upsampling of the query's logits to the network size, mask = logit > 0, score = probability
+    x mean sigmoid inside the mask): the deployable contract's (masks 0/1, scores, classes)."""
+    cv2 = require_cv2("m2f-edge verify")
+    logits = class_logits.astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    probs = np.delete(probs, no_object_index % probs.shape[1], axis=1)
+    classes = probs.shape[1]
+    order = np.argsort(-probs.reshape(-1), kind="stable")[:topk]
+    masks = np.zeros((len(order), transform.net_height, transform.net_width), np.float32)
+    scores = np.zeros(len(order), np.float32)
+    for n, index in enumerate(order):
+        query, label = divmod(int(index), classes)
+        up = cv2.resize(mask_logits[query].astype(np.float32), (transform.net_width, transform.net_height),
+                        interpolation=cv2.INTER_LINEAR)
+        inside = up > 0
+        mean_sigmoid = float((1 / (1 + np.exp(-up[inside].astype(np.float64)))).sum() / (inside.sum() + 1e-6))
+        masks[n] = inside
+        scores[n] = probs[query, label] * mean_sigmoid
+    return masks, scores, order % classes
 
 
 def reference_postprocess_deployable(masks, scores, classes, transform, threshold: float, max_instances: int):
@@ -192,8 +216,7 @@ def verify(model: str, frames: Sequence[np.ndarray], *, engine: Optional[str] = 
     checks = [_runner_check("{} runner vs host reference".format(candidate.runner.name), candidate_results,
                             reference_results, threshold, tolerance)]
     checks.append(_preprocess_check(ref, frames))
-    if ref.contract == "deployable":
-        checks.append(_postprocess_check(ref, frames, reference_results))
+    checks.append(_postprocess_check(ref, frames, reference_results))
     report = {
         "passed": all(c["passed"] for c in checks), "device": device_note, "device_present": has_device,
         "precision": precision, "frames": len(frames), "model": str(model), "reference_model": str(ref_model),
@@ -224,9 +247,15 @@ def _postprocess_check(ref: Segmenter, frames, reference_results) -> Check:
     for frame in frames:
         prepared = ref.preprocess([frame])
         outputs = ref.infer(prepared.tensor)
-        expected.append(_Plain(*reference_postprocess_deployable(
-            outputs["pred_masks"][0], outputs["pred_scores"][0].astype(np.float32), outputs["pred_classes"][0],
-            prepared.transforms[0], float(ref.score_threshold), int(ref.max_instances))))
+        transform = prepared.transforms[0]
+        if ref.contract == "deployable":
+            masks, scores, classes = (outputs["pred_masks"][0], outputs["pred_scores"][0].astype(np.float32),
+                                      outputs["pred_classes"][0])
+        else:
+            masks, scores, classes = reference_instances_raw(outputs["pred_logits"][0], outputs["pred_masks"][0],
+                                                             transform, int(ref.no_object_index), int(ref.topk))
+        expected.append(_Plain(*reference_postprocess_deployable(masks, scores, classes, transform,
+                                                                 float(ref.score_threshold), int(ref.max_instances))))
     check = _runner_check("core post-processing vs numpy/OpenCV", reference_results, expected,
                           float(ref.score_threshold), POSTPROCESS_TOLERANCE)
     return check
