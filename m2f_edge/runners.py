@@ -21,6 +21,7 @@ effect on the next frame on both runners.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -146,6 +147,7 @@ class DeviceRunner(Runner):
         self._factory = pipeline_factory
         self._pipeline = None
         self._settings = None  # type: Optional[Dict[str, Any]]
+        self._lock = threading.Lock()
         self._free_slots = queue.Queue()  # type: queue.Queue
         for slot in range(slots):
             self._free_slots.put(slot)
@@ -157,17 +159,26 @@ class DeviceRunner(Runner):
                     no_object_index=int(seg.no_object_index), topk=int(seg.topk))
 
     def pipeline(self):
-        """The GpuPipeline for the Segmenter's current settings (made on first use)."""
+        """The GpuPipeline, made on first use with the Segmenter's settings."""
+        with self._lock:
+            if self._pipeline is None:
+                factory = self._factory or GpuPipeline
+                seg = self.segmenter
+                self._settings = self.settings()
+                self._pipeline = factory(seg.backend, seg.contract, output_map=dict(seg._output_names),
+                                         **self._settings)
+            return self._pipeline
+
+    def _pipeline_with_current_settings(self):
+        # Only the device step calls this: settings reach the pipeline between two of its runs, never
+        # while the GPU work of a batch is being enqueued (the upload step touches host memory only).
+        pipeline = self.pipeline()
         wanted = self.settings()
-        if self._pipeline is None:
-            factory = self._factory or GpuPipeline
-            seg = self.segmenter
-            self._pipeline = factory(seg.backend, seg.contract, output_map=dict(seg._output_names), **wanted)
-        elif wanted != self._settings:
+        if wanted != self._settings:
             changed = {k: v for k, v in wanted.items() if self._settings.get(k) != v}
-            self._pipeline.apply_settings(**changed)
-        self._settings = wanted
-        return self._pipeline
+            pipeline.apply_settings(**changed)
+            self._settings = wanted
+        return pipeline
 
     def steps(self) -> List[Step]:
         return [Step("upload", "uploaded", self._upload), Step("device", "processed", self._device)]
@@ -193,7 +204,7 @@ class DeviceRunner(Runner):
 
     def _device(self, job: Job) -> None:
         try:
-            pipeline = self.pipeline()
+            pipeline = self._pipeline_with_current_settings()
             records = _timed(job, "device", lambda: pipeline.run_staged(job.staged, masks_to="host"))
         finally:
             job.staged = None

@@ -220,6 +220,7 @@ def test_settings_changed_between_frames_take_effect_on_the_next_frame(model, ra
         np.testing.assert_array_equal(after.masks, fresh.masks)
         if runner == "device":
             assert seg.runner.pipeline().settings[name] == getattr(seg, name)
+            assert seg.runner.pipeline().runs == 2  # one pipeline: updated in place, not made again
 
 
 @pytest.mark.parametrize("runner", ["host", "device"])
