@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import List, Optional, Tuple
 
-COMMANDS = ["segment", "info", "run", "build", "export", "convert", "eval"]
+COMMANDS = ["segment", "info", "run", "build", "export", "convert", "eval", "serve"]
 
 _SUMMARIES = {
     "segment": "segment images and write overlays and COCO results",
@@ -22,6 +22,7 @@ _SUMMARIES = {
     "export": "export a Hugging Face Mask2Former to ONNX",
     "convert": "rewrite an ONNX model (portable deformable attention, raw head)",
     "eval": "evaluate a model on a COCO dataset",
+    "serve": "serve a model through Triton Inference Server (HTTP, gRPC, metrics; dynamic batching)",
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

@@ -51,7 +51,9 @@ class Segmenter:
         seg = Segmenter("mask2former_swint.onnx")      # or a TensorRT .engine
         instances = seg.run(frame)                      # frame: HxWx3 uint8 BGR, as OpenCV gives it
 
-    model: path to an .onnx model or a TensorRT engine (.engine/.plan), or an opened Backend.
+    model: path to an .onnx model or a TensorRT engine (.engine/.plan), or an opened Backend, or the URL of a model
+        served by `m2f-edge serve` (grpc://host:8001/mask2former, http://host:8000/mask2former; see
+        m2f_edge.serving.client): the frames then run on that server, with its model and settings.
     backend: "auto" (from the file), "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda",
         "onnxruntime-tensorrt" or "tensorrt" (see m2f_edge.backends).
     score_threshold: drop instances scoring below it (None: spec / sidecar value, else 0.5).
@@ -100,6 +102,13 @@ class Segmenter:
             sources=["arguments"],
         )
         given_spec = coerce_spec(spec)  # read before loading the model: a bad spec path fails fast
+        self._remote = None  # the m2f_edge.serving.client module when the model runs on a Triton server
+        if isinstance(model, str) and model.split("://", 1)[0].lower() in ("grpc", "http") and "://" in model:
+            from .serving import client as remote
+
+            self._remote = remote
+            remote.attach(self, model, color=color, score_threshold=score_threshold, max_instances=max_instances)
+            return
 
         if isinstance(model, Backend):
             self.backend = model
@@ -166,6 +175,8 @@ class Segmenter:
         out: optional C-contiguous (B,3,H,W) array of the model's input dtype to write into; by default a
         new one is allocated (so earlier Prepared tensors stay valid).
         """
+        if self._remote is not None:
+            return self._remote.remote_preprocess(self, frames)
         batch = _as_frame_list(frames)
         count = len(batch) if isinstance(batch, list) else batch.shape[0]
         if count == 0:
@@ -204,6 +215,8 @@ class Segmenter:
         """
         if isinstance(tensor, Prepared):
             tensor = tensor.tensor
+        if self._remote is not None:
+            return self._remote.remote_infer(self, tensor)
         count = tensor.shape[0] if isinstance(tensor, np.ndarray) and tensor.ndim == 4 else None
         if count is None or count == 0:
             raise ValueError("tensor: expected a (B,3,H,W) array with B >= 1, got {}".format(_describe(tensor)))
@@ -227,6 +240,8 @@ class Segmenter:
 
     def postprocess(self, outputs: Dict[str, np.ndarray], transforms: Sequence) -> List[Instances]:
         """Turn model outputs (from infer) into one Instances per transform, at each frame's own size."""
+        if self._remote is not None:
+            return self._remote.remote_postprocess(self, outputs, transforms)
         results = []
         for i, transform in enumerate(transforms):
             if self.contract == "deployable":
@@ -257,6 +272,8 @@ class Segmenter:
         already on the GPU (CuPy, PyTorch, anything with __cuda_array_interface__ or DLPack) is read in
         place. Masks come back to the host as new arrays.
         """
+        if self._remote is not None:
+            return self._remote.remote_run_batch(self, [frame])[0]
         if self._uses_gpu_pipeline(frame, "frame"):
             return self._run_on_gpu([frame])[0]
         if not isinstance(frame, np.ndarray):
@@ -274,6 +291,8 @@ class Segmenter:
         Frames go to the model in chunks of batch_size (default: the model's maximum batch, or 8 when it
         is dynamic and unbounded).
         """
+        if self._remote is not None:  # one request per frame, several in flight: the server batches them
+            return self._remote.remote_run_batch(self, frames)
         if isinstance(frames, (list, tuple)) and frames and self._uses_gpu_pipeline(frames[0], "frames[0]"):
             batch = list(frames)
         else:
