@@ -263,3 +263,103 @@ def test_cli_serve_stops_cleanly_on_sigterm(deployable_model_3, tmp_path):
         time.sleep(0.2)
     assert subprocess.run(["pgrep", "-f", str(workspace)], stdout=subprocess.DEVNULL).returncode != 0, \
         "a tritonserver of this test is still running"
+
+
+# --- m2f-edge export-triton ---------------------------------------------------------------------------------------
+
+def _repository_index(server, timeout_s=120):
+    """The server's model states once none is loading (POST /v2/repository/index)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(server.url("http").rstrip("/") + "/v2/repository/index", data=b"{}",
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                index = json.loads(reply.read())
+            stages = [m for m in index if m["name"] != MODEL]  # the ensemble has no state until its models load
+            if len(stages) == 3 and all(m.get("state") not in (None, "LOADING") for m in stages):
+                return {m["name"]: m for m in index}
+        except (urllib.error.URLError, OSError):
+            pass
+        assert server.running(), "tritonserver exited"
+        time.sleep(0.3)
+    raise AssertionError("the models did not finish loading")
+
+
+def test_export_triton_python_runtime_serves_end_to_end(deployable_model_3, local, tmp_path):
+    from m2f_edge.cli import main
+    from m2f_edge.serving.server import TritonServer
+
+    repo = tmp_path / "repo"
+    assert main(["export-triton", deployable_model_3, "-o", str(repo), "--python-runtime", "--kind", "cpu",
+                 "--python-env", sys.prefix, "--max-queue-delay-us", "20000"]) == 0
+    assert sorted(os.listdir(str(repo))) == [MODEL, MODEL + "_network", MODEL + "_postprocess", MODEL + "_preprocess"]
+    shm_before = _shm_names()
+    server = TritonServer(str(repo), http_port=0, grpc_port=0, metrics_port=0, log=str(tmp_path / "log.txt"))
+    server.start()
+    pid = server.pid
+    try:
+        server.wait_ready(models=[MODEL], timeout_s=120)
+        frames = _frames()
+        for protocol in ("grpc", "http"):
+            with m2f_edge.Segmenter(server.url(protocol, MODEL)) as remote:
+                _assert_same(remote.run_batch(frames), local.run_batch(frames))
+                remote.score_threshold = 0.75  # a request parameter: it reaches the ensemble's post-processing
+                assert list(remote.run(frames[0]).scores) == [np.float32(0.9), np.float32(0.8)]
+                with pytest.raises(ValueError, match="at least 32x32"):
+                    remote.run(np.zeros((8, 8, 3), np.uint8))
+                remote.score_threshold = local.score_threshold
+                _assert_same([remote.run(frames[1])], [local.run(frames[1])])
+    finally:
+        assert server.stop() == 0
+    _assert_no_leftovers(server, pid, shm_before)
+
+
+@pytest.mark.parametrize("network", ["onnxruntime", "tensorrt"])
+def test_export_triton_native_configs(deployable_model_3, tmp_path, network):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from m2f_edge.serving.export import export_triton
+    from m2f_edge.serving.server import TritonServer
+
+    repo = tmp_path / "repo"
+    engine = None
+    if network == "tensorrt":
+        engine = str(tmp_path / "model.engine")
+        with open(engine, "wb") as handle:
+            handle.write(b"not a real engine: the bundled server has no tensorrt backend to read it")
+    export_triton(deployable_model_3, str(repo), network=network, engine=engine, max_batch=4, instances=2,
+                  python_env=sys.prefix)
+    configs = {}
+    for name in os.listdir(str(repo)):
+        with open(str(repo / name / "config.pbtxt"), encoding="utf-8") as handle:
+            configs[name] = text_format.Parse(handle.read(), model_config_pb2.ModelConfig())  # Triton's schema
+    net = configs[MODEL + "_network"]
+    assert net.platform == {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}[network]
+    assert net.max_batch_size == 4 and net.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert net.instance_group[0].count == 2 and net.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert os.path.isfile(str(repo / (MODEL + "_network") / "1" / ("model.plan" if engine else "model.onnx")))
+    ensemble = configs[MODEL]
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 4
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [MODEL + "_preprocess", MODEL + "_network",
+                                                                        MODEL + "_postprocess"]
+    assert [o.name for o in ensemble.output] == [o.name for o in configs[MODEL + "_postprocess"].output]
+
+    server = TritonServer(str(repo), http_port=0, grpc_port=0, metrics_port=0, log=str(tmp_path / "log.txt"),
+                          extra_args=["--exit-on-error=false"])
+    server.start()
+    try:
+        index = _repository_index(server)
+    finally:
+        server.stop()
+    assert index[MODEL + "_network"]["state"] == "UNAVAILABLE"
+    assert index[MODEL + "_network"]["reason"] == (
+        "Invalid argument: unable to find backend library for backend '{}', try specifying runtime on the model "
+        "configuration.".format(network))
+    assert index[MODEL + "_preprocess"]["state"] == "READY" and index[MODEL + "_postprocess"]["state"] == "READY"
+    assert index[MODEL].get("state") != "READY"

@@ -88,6 +88,7 @@ class RemoteRunner:
         self._generation = 0  # bumped when the server goes away: every worker then opens a new connection
         self._lock = threading.Lock()
         self._regions = []  # type: List[_Region]
+        self._clients = []  # every connection opened, closed by close() (an open one delays a server's shutdown)
         self._pool = None  # type: Optional[ThreadPoolExecutor]
         self._closed = False
         self.info = self._fetch_info()
@@ -99,8 +100,15 @@ class RemoteRunner:
         if getattr(local, "generation", None) != self._generation:
             if getattr(local, "region", None) is not None:
                 local.region.registered = False
+            if getattr(local, "client", None) is not None:
+                _close_client(local.client)
+                with self._lock:
+                    if local.client in self._clients:
+                        self._clients.remove(local.client)
             local.client = self._new_client()
             local.generation = self._generation
+            with self._lock:
+                self._clients.append(local.client)
         return local.client
 
     def _new_client(self):
@@ -241,6 +249,7 @@ class RemoteRunner:
         with self._lock:
             regions, self._regions = list(self._regions), []
         if regions:
+            client = None
             try:
                 client = self._new_client()
                 for region in regions:
@@ -248,8 +257,14 @@ class RemoteRunner:
                         client.unregister_system_shared_memory(region.name, headers=self._headers)
             except Exception:  # the server may be gone: the regions are removed below regardless
                 pass
+            if client is not None:
+                _close_client(client)
         for region in regions:
             region.destroy()
+        with self._lock:
+            clients, self._clients = list(self._clients), []
+        for client in clients:
+            _close_client(client)
 
     def describe(self) -> str:
         return "{} (shared memory: {}, {} in flight)".format(self.url, "yes" if self.use_shm else "no",
@@ -274,6 +289,13 @@ class _Region:
             self.memory.unlink()
         except (FileNotFoundError, BufferError):
             pass
+
+
+def _close_client(client) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a connection to a server that is gone
+        pass
 
 
 def _server_error(url: str, text: str) -> Exception:
