@@ -22,6 +22,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.error
+import uuid
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 ACCESS_HEADER = "triton-access-token"  # the header PyTriton's clients send the token in
 PROTECTED_APIS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
 SHM_DIR = "/dev/shm"
+PYTHON_BACKEND_SHM_BYTES = 32 << 20
 
 
 class BundledTriton:
@@ -116,7 +118,8 @@ class TritonServer:
         self.log_path = log
         self._log_handle = None
         self._process = None  # type: Optional[subprocess.Popen]
-        self._shm_regions = set()  # type: set
+        # the Python backend's regions carry this prefix, so that those a killed server leaves can be found
+        self.shm_prefix = "triton_m2f_edge_{}_".format(uuid.uuid4().hex[:12])
         self._extra_args = list(extra_args)
 
     # --- life cycle ---------------------------------------------------------------------------------------------
@@ -127,7 +130,11 @@ class TritonServer:
                 "--metrics-address=" + self.address, "--http-port={}".format(self.http_port),
                 "--grpc-port={}".format(self.grpc_port), "--metrics-port={}".format(self.metrics_port),
                 "--allow-metrics=true", "--allow-gpu-metrics=false", "--strict-readiness=true",
-                "--exit-timeout-secs={}".format(self.exit_timeout_s)] + _restricted(self.token) + self._extra_args
+                "--exit-timeout-secs={}".format(self.exit_timeout_s),
+                "--backend-config=python,shm-region-prefix-name=" + self.shm_prefix,
+                # room for a few full-HD frames before the Python backend's region must grow
+                "--backend-config=python,shm-default-byte-size={}".format(PYTHON_BACKEND_SHM_BYTES),
+                ] + _restricted(self.token) + self._extra_args
 
     def environment(self) -> Dict[str, str]:
         env = dict(os.environ)
@@ -182,7 +189,6 @@ class TritonServer:
                 code = self._process.returncode if self._process is not None else None
                 raise RuntimeError("tritonserver exited (status {}) before it was ready{}".format(code, self._log_tail()))
             if self.ready() and all(self.ready(m) for m in models):
-                self._remember_shm_regions()
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError("tritonserver not ready after {:.0f} s{}".format(timeout_s, self._log_tail()))
@@ -196,7 +202,6 @@ class TritonServer:
         status = None
         if process is not None:
             if process.poll() is None:
-                self._remember_shm_regions(process.pid)
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(timeout=timeout_s if timeout_s is not None else self.exit_timeout_s + 20)
@@ -209,20 +214,19 @@ class TritonServer:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
-        for region in sorted(self._shm_regions):
+        left = sorted(n for n in os.listdir(SHM_DIR) if n.startswith(self.shm_prefix)) if os.path.isdir(SHM_DIR) else []
+        for region in left:
             try:
                 os.unlink(os.path.join(SHM_DIR, region))
                 logger.info("removed the shared-memory region %s the server left", region)
             except FileNotFoundError:
                 pass
-        self._shm_regions.clear()
         shutil.rmtree(self.workspace, ignore_errors=True)
         return status
 
     def kill(self) -> None:
         """SIGKILL the server and its stubs at once (what a crash looks like); stop() still cleans up."""
         if self._process is not None and self._process.poll() is None:
-            self._remember_shm_regions(self._process.pid)
             _kill_group(self._process.pid)
             self._process.wait()
 
@@ -236,18 +240,6 @@ class TritonServer:
 
     # --- helpers ------------------------------------------------------------------------------------------------
 
-    def _remember_shm_regions(self, pid: Optional[int] = None) -> None:
-        pid = pid if pid is not None else self.pid
-        for candidate in [pid] + _children(pid):
-            try:
-                with open("/proc/{}/maps".format(candidate), encoding="utf-8", errors="replace") as maps:
-                    for line in maps:
-                        path = line.rstrip("\n").split(" ")[-1]
-                        if path.startswith(SHM_DIR + "/") and path.startswith(SHM_DIR + "/triton"):
-                            self._shm_regions.add(os.path.basename(path))
-            except OSError:
-                continue
-
     def _log_tail(self, lines: int = 25) -> str:
         if not self.log_path:
             return ""
@@ -257,21 +249,6 @@ class TritonServer:
         except OSError:
             return ""
         return ":\n" + "\n".join(text[-lines:])
-
-
-def _children(pid: Optional[int]) -> List[int]:
-    """The processes of the server's process group (its Python-backend stubs)."""
-    if pid is None:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != pid:
-            try:
-                if os.getpgid(int(entry)) == pid:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def _kill_group(pgid: int) -> None:
