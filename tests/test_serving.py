@@ -199,6 +199,20 @@ def test_stream_over_a_remote_segmenter(served, local, tmp_path):
     _assert_same(results, local.run_batch(frames))
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_stalled_server_times_out_then_serves_again(served, local, protocol):
+    frame, _ = make_test_frame()
+    with m2f_edge.Segmenter(served.url(protocol, MODEL) + "?timeout=2&token=" + TOKEN) as remote:
+        _assert_same([remote.run(frame)], [local.run(frame)])
+        os.killpg(served.pid, signal.SIGSTOP)  # the server and its stubs stop answering
+        try:
+            with pytest.raises(TimeoutError, match=served.url(protocol, MODEL)):
+                remote.run(frame)
+        finally:
+            os.killpg(served.pid, signal.SIGCONT)
+        _assert_same([remote.run(frame)], [local.run(frame)])
+
+
 def test_metrics_and_health(served):
     import urllib.request
 

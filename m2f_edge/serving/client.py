@@ -222,8 +222,12 @@ class RemoteRunner:
                 self._regions.append(region)
             local.region = region
         if not region.registered:
-            self._call("register shared memory", client.register_system_shared_memory, region.name, region.key,
-                       region.size, headers=self._headers)
+            try:
+                self._call("register shared memory", client.register_system_shared_memory, region.name, region.key,
+                           region.size, headers=self._headers)
+            except RuntimeError as exc:  # after a timeout the server may well still hold the registration
+                if "already in manager" not in str(exc):
+                    raise
             region.registered = True
         return region
 

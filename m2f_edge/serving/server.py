@@ -80,7 +80,8 @@ def _restricted(token: Optional[str]) -> List[str]:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: its own session (signals reach it only from us), SIGTERM when we die."""
+    """In the child before exec: its own session (signals reach it only from us), SIGTERM when we die (Linux
+    sends it when the thread that started the child ends: start servers from a thread that lives as long)."""
     os.setsid()
     try:
         import ctypes
