@@ -37,6 +37,9 @@ def _shm_names():
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
+CLIENT_REGIONS = "m2f_edge_{}_".format(os.getpid())  # the remote Segmenters' regions in this process
+
+
 def _start(model_path, log, **kwargs):
     options = dict(max_batch=8, max_queue_delay_us=20000, instances=1, http_port=0, grpc_port=0, metrics_port=0,
                    token=TOKEN, log=str(log))
@@ -51,10 +54,11 @@ def _start(model_path, log, **kwargs):
     return server
 
 
-def _assert_no_leftovers(server, pid, shm_before, prefixes=("triton", "m2f_edge")):
+def _assert_no_leftovers(server, pid, shm_before, clients_closed=True):
     assert not os.path.exists(server.workspace), "the server's workspace is left behind"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    prefixes = (server.shm_prefix, CLIENT_REGIONS) if clients_closed else (server.shm_prefix,)
     left = {n for n in _shm_names() - shm_before if n.startswith(prefixes)}
     assert not left, "shared-memory regions left behind: {}".format(sorted(left))
 
@@ -237,7 +241,7 @@ def test_server_killed_mid_stream_then_back(deployable_model_3, local, tmp_path)
         with pytest.raises(ConnectionError, match=server.url("grpc", MODEL)):
             remote.run_batch([frame] * 4)
         assert server.stop() is not None
-        _assert_no_leftovers(server, first_pid, shm_before, prefixes=("triton",))  # the client's are still open
+        _assert_no_leftovers(server, first_pid, shm_before, clients_closed=False)  # the client is still open
         again = _start(deployable_model_3, tmp_path / "second.log", token=None, **ports)
         try:
             _assert_same(remote.run_batch([frame] * 4), [expected] * 4)
@@ -269,8 +273,9 @@ def test_cli_serve_stops_cleanly_on_sigterm(deployable_model_3, tmp_path):
             process.wait()
     left_dirs = [n for n in os.listdir(str(workspace)) if n.startswith("m2f-edge-")]
     assert not left_dirs, "the server's workspace is left behind"
-    left = {n for n in _shm_names() - shm_before if n.startswith(("triton", "m2f_edge"))}
-    assert not left
+    left = {n for n in _shm_names() - shm_before if n.startswith(("triton_m2f_edge_{}_".format(process.pid),
+                                                                   CLIENT_REGIONS))}
+    assert not left, "shared-memory regions left behind: {}".format(sorted(left))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", str(workspace)],
                                                          stdout=subprocess.DEVNULL).returncode == 0:

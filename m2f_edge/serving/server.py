@@ -120,7 +120,7 @@ class TritonServer:
         self._log_handle = None
         self._process = None  # type: Optional[subprocess.Popen]
         # the Python backend's regions carry this prefix, so that those a killed server leaves can be found
-        self.shm_prefix = "triton_m2f_edge_{}_".format(uuid.uuid4().hex[:12])
+        self.shm_prefix = "triton_m2f_edge_{}_{}_".format(os.getpid(), uuid.uuid4().hex[:8])
         self._extra_args = list(extra_args)
 
     # --- life cycle ---------------------------------------------------------------------------------------------
