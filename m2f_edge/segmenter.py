@@ -107,7 +107,10 @@ class Segmenter:
             from .serving import client as remote
 
             self._remote = remote
-            remote.attach(self, model, color=color, score_threshold=score_threshold, max_instances=max_instances)
+            remote.attach(self, model, color=color, score_threshold=score_threshold, max_instances=max_instances,
+                          server_side=dict(backend=backend, resize=resize, class_names=class_names, spec=spec,
+                                           mean=mean, std=std, no_object_index=no_object_index, topk=topk,
+                                           providers=providers))
             return
 
         if isinstance(model, Backend):

@@ -6,6 +6,7 @@ the local Segmenter on the same model (an in-process ONNX Runtime run) and pycoc
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import tritonclient.http as httpclient  # noqa: E402
 from pycocotools import mask as coco_mask  # noqa: E402
 
 import m2f_edge  # noqa: E402
+from m2f_edge.segmenter import IMAGENET_MEAN  # noqa: E402
 from m2f_edge.serving import prepare_server, segmenter_options  # noqa: E402
 from subprocess_env import SUBPROCESS_CWD, subprocess_env  # noqa: E402
 from tiny_models import make_test_frame  # noqa: E402
@@ -112,6 +114,30 @@ def test_remote_segmenter_equals_local(served, local, protocol, query):
         rgb = np.ascontiguousarray(frames[0][:, :, ::-1])
         remote.color = "rgb"
         _assert_same([remote.run(rgb)], [local.run(frames[0])])
+
+
+def test_remote_segmenter_arguments(served):
+    url = served.url("grpc", MODEL)
+    with pytest.raises(ValueError, match="class_names: a Segmenter on a server URL"):
+        m2f_edge.Segmenter(url, class_names=["a"])
+    with pytest.raises(ValueError, match="names no model"):
+        m2f_edge.Segmenter(served.url("grpc"))
+    with pytest.raises(ValueError, match="unknown URL setting"):
+        m2f_edge.Segmenter(url + "?shared=1")
+    with pytest.raises(ConnectionError, match="does not serve a ready model 'no_such_model'"):
+        m2f_edge.Segmenter(served.url("grpc", "no_such_model"))
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    for protocol in ("grpc", "http"):
+        dead = "{}://127.0.0.1:{}/{}".format(protocol, port, MODEL)
+        with pytest.raises(ConnectionError, match=dead):
+            m2f_edge.Segmenter(dead + "?timeout=5")
+    with m2f_edge.Segmenter(url + "?token=" + TOKEN) as remote:
+        assert remote.backend.name == "triton-grpc" and "backend=triton-grpc" in repr(remote)
+        assert remote.model_path == url
+        assert remote.mean == IMAGENET_MEAN and remote.batch_range == (1, None)
 
 
 def test_request_parameters_and_compact_outputs_match_pycocotools(served, deployable_model_3):

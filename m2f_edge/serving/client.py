@@ -325,10 +325,20 @@ def _positive_float(text: str, name: str) -> float:
 
 # --- the remote Segmenter: what Segmenter does with a URL model ----------------------------------------------------
 
-def attach(seg, url: str, *, color: str, score_threshold, max_instances: int) -> RemoteRunner:
-    """Make `seg` a client of the server at `url`: its attributes come from the served model."""
-    from ..segmenter import _positive_int_arg, _unit_arg
+def attach(seg, url: str, *, color: str, score_threshold, max_instances: int, server_side: dict) -> RemoteRunner:
+    """Make `seg` a client of the server at `url`: its attributes come from the served model.
 
+    server_side: the Segmenter arguments that belong to the server; any given (not None, not the default)
+    raises ValueError, rather than being silently ignored.
+    """
+    from ..segmenter import _positive_int_arg, _unit_arg
+    from ..spec import Spec
+
+    for name, value in server_side.items():
+        if value is not None and not (name == "backend" and value == "auto") and \
+                not (name == "resize" and value == "stretch"):
+            raise ValueError("{}: a Segmenter on a server URL takes this setting from the server (give it to m2f-edge "
+                             "serve), got {!r}".format(name, value))
     runner = RemoteRunner(url)
     info = runner.info
     seg.backend = runner
@@ -345,6 +355,9 @@ def attach(seg, url: str, *, color: str, score_threshold, max_instances: int) ->
     seg.max_instances = _positive_int_arg("max_instances", max_instances)
     seg.color = color
     seg.resize = info.get("resize", "stretch")
+    seg.mean, seg.std = tuple(info.get("mean") or ()), tuple(info.get("std") or ())
+    seg.no_object_index, seg.topk = info.get("no_object_index"), info.get("topk")
+    seg.settings = Spec(class_names=seg.class_names, category_ids=seg.category_ids, sources=["server " + runner.url])
     seg.threads = 0
     return runner
 

@@ -78,6 +78,10 @@ def segmenter_info(seg) -> dict:
         "score_threshold": float(seg.score_threshold),
         "max_instances": int(seg.max_instances),
         "resize": seg.resize,
+        "mean": list(seg.mean),
+        "std": list(seg.std),
+        "no_object_index": int(seg.no_object_index) if seg.contract == "raw" else None,
+        "topk": int(seg.topk) if seg.contract == "raw" else None,
         "backend": seg.backend.name,
     }
 
