@@ -277,7 +277,8 @@ def test_server_killed_mid_stream_then_back(deployable_model_3, local, tmp_path)
     _assert_no_leftovers(again, again_pid, shm_before)
 
 
-def test_cli_serve_stops_cleanly_on_sigterm(deployable_model_3, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serve_stops_cleanly_on_a_signal(deployable_model_3, tmp_path, stop_signal):
     workspace = tmp_path / "tmp"
     workspace.mkdir()
     shm_before = _shm_names()
@@ -291,7 +292,7 @@ def test_cli_serve_stops_cleanly_on_sigterm(deployable_model_3, tmp_path):
         url = line.split()[3]
         with m2f_edge.Segmenter(url) as remote:
             assert len(remote.run(make_test_frame()[0])) == 3
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
