@@ -134,6 +134,12 @@ def test_remote_segmenter_arguments(served):
         dead = "{}://127.0.0.1:{}/{}".format(protocol, port, MODEL)
         with pytest.raises(ConnectionError, match=dead):
             m2f_edge.Segmenter(dead + "?timeout=5")
+    frame, _ = make_test_frame()
+    with m2f_edge.Segmenter(url + "?shm=1") as remote:  # shared memory asked for, without the server's token
+        with pytest.raises(PermissionError, match="access token"):
+            remote.run(frame)
+    with m2f_edge.Segmenter(url) as remote:  # shared memory where it can: over the socket without the token
+        assert len(remote.run(frame)) == 3 and not remote.backend.use_shm
     with m2f_edge.Segmenter(url + "?token=" + TOKEN) as remote:
         assert remote.backend.name == "triton-grpc" and "backend=triton-grpc" in repr(remote)
         assert remote.model_path == url

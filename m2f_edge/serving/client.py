@@ -11,12 +11,14 @@ URL: grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL, with optional query setti
     in_flight=N       requests on the wire at once (8)
     masks=rle|bits    how masks travel (rle: COCO RLE, compact; bits: bit-packed, faster to decode)
     token=T           the server's access token (also from $M2F_TRITON_TOKEN), for the shared-memory API
+                      (without it: frames over the socket; PermissionError where shm=1 asks for shared memory)
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,13 +30,10 @@ import numpy as np
 from ..instances import Instances
 from .protocol import INFO_PARAMETER, INPUT_NAME, OUTPUT_NAMES, decode_results
 
+logger = logging.getLogger(__name__)
 SCHEMES = ("grpc", "http")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _region_ids = itertools.count()
-
-
-def is_server_url(model) -> bool:
-    return isinstance(model, str) and model.split("://", 1)[0].lower() in SCHEMES and "://" in model
 
 
 class FrameBatch:
@@ -80,6 +79,7 @@ class RemoteRunner:
         if shm not in ("auto", "0", "1"):
             raise ValueError("model: URL setting shm: expected auto, 0 or 1, got {!r}".format(shm))
         self.use_shm = parts.hostname in LOOPBACK_HOSTS if shm == "auto" else shm == "1"
+        self._shm_asked = shm == "1"
         token = query.get("token") or os.environ.get("M2F_TRITON_TOKEN")
         # Triton expects gRPC's restricted-protocol header with a prefix, HTTP's as configured
         header = ("triton-grpc-protocol-" if self.protocol == "grpc" else "") + "triton-access-token"
@@ -196,8 +196,17 @@ class RemoteRunner:
         else:
             from tritonclient.http import InferInput, InferRequestedOutput
         request_input = InferInput(INPUT_NAME, list(batch.shape), "UINT8")
+        region = None
         if self.use_shm:
-            region = self._region(client, batch.nbytes)
+            try:
+                region = self._region(client, batch.nbytes)
+            except PermissionError:
+                if self._shm_asked:
+                    raise
+                logger.warning("%s: the server wants its access token for shared memory (token=... in the URL or "
+                               "$M2F_TRITON_TOKEN); sending frames over the socket", self.url)
+                self.use_shm = False
+        if region is not None:
             np.ndarray(batch.shape, np.uint8, buffer=region.memory.buf)[...] = batch
             request_input.set_shared_memory(region.name, batch.nbytes)
         else:
