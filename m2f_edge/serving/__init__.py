@@ -39,8 +39,9 @@ def prepare_server(model_path: str, *, name: str = DEFAULT_MODEL_NAME, options: 
     """
     from ..segmenter import Segmenter
     from .repository import segmenter_info, write_segmenter_model
-    from .server import TritonServer
+    from .server import BundledTriton, TritonServer
 
+    BundledTriton()  # no server to run: say so before loading the model
     options = dict(options or {})
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
         raise ValueError("instances: expected a positive integer, got {!r}".format(instances))
