@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 ACCESS_HEADER = "triton-access-token"  # the header PyTriton's clients send the token in
 PROTECTED_APIS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
 SHM_DIR = "/dev/shm"
-PYTHON_BACKEND_SHM_BYTES = 32 << 20
+PYTHON_BACKEND_SHM_BYTES = 4 << 20
+PYTHON_BACKEND_SHM_GROWTH = 16 << 20
 
 
 class BundledTriton:
@@ -133,8 +134,10 @@ class TritonServer:
                 "--allow-metrics=true", "--allow-gpu-metrics=false", "--strict-readiness=true",
                 "--exit-timeout-secs={}".format(self.exit_timeout_s),
                 "--backend-config=python,shm-region-prefix-name=" + self.shm_prefix,
-                # room for a few full-HD frames before the Python backend's region must grow
+                # each Python-backend process starts with a small region (containers often have a 64 MB /dev/shm)
+                # that grows in steps of a few full-HD frames
                 "--backend-config=python,shm-default-byte-size={}".format(PYTHON_BACKEND_SHM_BYTES),
+                "--backend-config=python,shm-growth-byte-size={}".format(PYTHON_BACKEND_SHM_GROWTH),
                 ] + _restricted(self.token) + self._extra_args
 
     def environment(self) -> Dict[str, str]:
