@@ -342,12 +342,15 @@ def _repository_index(server, timeout_s=120):
     raise AssertionError("the models did not finish loading")
 
 
-def test_export_triton_python_runtime_serves_end_to_end(deployable_model_3, local, tmp_path):
+@pytest.mark.parametrize("contract", ["deployable", "raw"])
+def test_export_triton_python_runtime_serves_end_to_end(tiny_model, tmp_path, contract):
     from m2f_edge.cli import main
     from m2f_edge.serving.server import TritonServer
 
+    model_path = tiny_model(contract, num_classes=3)
+    local = m2f_edge.Segmenter(model_path, threads=1)
     repo = tmp_path / "repo"
-    assert main(["export-triton", deployable_model_3, "-o", str(repo), "--python-runtime", "--kind", "cpu",
+    assert main(["export-triton", model_path, "-o", str(repo), "--python-runtime", "--kind", "cpu",
                  "--python-env", sys.prefix, "--max-queue-delay-us", "20000"]) == 0
     assert sorted(os.listdir(str(repo))) == [MODEL, MODEL + "_network", MODEL + "_postprocess", MODEL + "_preprocess"]
     shm_before = _shm_names()
@@ -360,13 +363,15 @@ def test_export_triton_python_runtime_serves_end_to_end(deployable_model_3, loca
         for protocol in ("grpc", "http"):
             with m2f_edge.Segmenter(server.url(protocol, MODEL)) as remote:
                 _assert_same(remote.run_batch(frames), local.run_batch(frames))
-                remote.score_threshold = 0.75  # a request parameter: it reaches the ensemble's post-processing
-                assert list(remote.run(frames[0]).scores) == [np.float32(0.9), np.float32(0.8)]
+                remote.score_threshold = local.score_threshold = 0.75  # a request parameter, for the post-processing
+                _assert_same([remote.run(frames[0])], [local.run(frames[0])])
+                assert len(local.run(frames[0])) == 2
                 with pytest.raises(ValueError, match="at least 32x32"):
                     remote.run(np.zeros((8, 8, 3), np.uint8))
-                remote.score_threshold = local.score_threshold
+                remote.score_threshold = local.score_threshold = 0.5
                 _assert_same([remote.run(frames[1])], [local.run(frames[1])])
     finally:
+        local.close()
         assert server.stop() == 0
     _assert_no_leftovers(server, pid, shm_before)
 
