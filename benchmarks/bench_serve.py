@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -165,6 +166,7 @@ def main(argv=None):
                                          sizes["network"] / max(sizes["rle"], 1)))
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
