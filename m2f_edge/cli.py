@@ -1,6 +1,7 @@
 """The m2f-edge command line: `m2f-edge <command> ...` (also `python -m m2f_edge <command> ...`).
 
-Each command lives in m2f_edge/commands/<name>.py (see m2f_edge.commands for the protocol).
+Each command lives in m2f_edge/commands/<name>.py, a hyphen in the name an underscore there (see m2f_edge.commands
+for the protocol).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import traceback
 from typing import Callable, List, Optional, Tuple
 
-COMMANDS = ["segment", "info", "run", "verify", "build", "export", "convert", "eval"]
+COMMANDS = ["segment", "info", "run", "verify", "build", "export", "convert", "eval", "serve", "export-triton"]
 
 _SUMMARIES = {
     "segment": "segment images and write overlays and COCO results",
@@ -24,6 +25,8 @@ _SUMMARIES = {
     "convert": "rewrite an ONNX model (portable deformable attention, raw head)",
     "eval": "evaluate a model on a COCO dataset",
     "verify": "check that this machine's runners agree with the host reference (run this first on a new device)",
+    "serve": "serve a model through Triton Inference Server (HTTP, gRPC, metrics; dynamic batching)",
+    "export-triton": "write a Triton model repository: an ensemble of pre/post-processing around the network",
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -31,7 +34,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 def _load_command(name: str) -> Tuple[Optional[object], Optional[str]]:
     """(module, None), or (None, why it is unavailable)."""
-    module_name = "m2f_edge.commands." + name
+    module_name = "m2f_edge.commands." + name.replace("-", "_")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

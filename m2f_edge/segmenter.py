@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,6 +13,8 @@ from ._keywords import suggest_keywords
 from .backends import Backend, open_backend
 from .backends.base import canonical_output_names, detect_contract
 from .demo import resolve_model
+from ._checks import (Prepared, _as_frame_list, _check_choice, _check_frame, _choice_arg, _describe, _int_arg,
+                      _names_arg, _positive_int_arg, _threads_arg, _triple_arg, _unit_arg)
 from .instances import Instances
 from .runners import RUNNER_CHOICES, fixed_batch_padding, pick_runner
 from .spec import Spec, coerce_spec, from_metadata, load_sidecar
@@ -30,24 +32,7 @@ DYNAMIC_BATCH_CHUNK = 8  # frames per inference call when the model's batch is d
 Frames = Union[np.ndarray, Sequence[np.ndarray]]
 
 
-class Prepared:
-    """Frames made ready for the model: tensor (B,3,H,W) in the model's input dtype, and one
-    _core.ResizeTransform per frame saying where each frame sits in the tensor."""
-
-    __slots__ = ("tensor", "transforms")
-
-    def __init__(self, tensor: np.ndarray, transforms: List):
-        self.tensor = tensor
-        self.transforms = list(transforms)
-
-    def __len__(self) -> int:
-        return len(self.transforms)
-
-    def __repr__(self) -> str:
-        return "Prepared(tensor={} {}, {} frames)".format(self.tensor.dtype.name, tuple(self.tensor.shape),
-                                                           len(self.transforms))
-
-
+SERVER_SIDE_SETTINGS = ("resize", "mean", "std", "no_object_index", "topk", "class_names", "category_ids")
 FIXED_AFTER_CONSTRUCTION = ("backend", "model_path", "contract", "input_size", "input_dtype", "batch_range",
                             "num_classes", "runner", "settings")
 
@@ -79,7 +64,9 @@ class Segmenter:
         instances = seg.run(frame)                      # frame: HxWx3 uint8 BGR, as OpenCV gives it
 
     model: path to an .onnx model or a TensorRT engine (.engine/.plan), "demo" (the small demo model that
-        ships with the package, see m2f_edge.demo), or an opened Backend.
+        ships with the package, see m2f_edge.demo), an opened Backend, or the URL of a model served by
+        `m2f-edge serve` (grpc://host:8001/mask2former, http://host:8000/mask2former; see
+        m2f_edge.serving.client): the frames then run on that server, with its model and settings.
     backend: "auto" (from the file), "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda",
         "onnxruntime-tensorrt" or "tensorrt" (see m2f_edge.backends).
     score_threshold: drop instances scoring below it (None: spec / sidecar value, else 0.5).
@@ -130,6 +117,18 @@ class Segmenter:
             sources=["arguments"],
         )
         given_spec = coerce_spec(spec)  # read before loading the model: a bad spec path fails fast
+        self._remote = None  # the m2f_edge.serving.client module when the model runs on a Triton server
+        if isinstance(model, str) and model.split("://", 1)[0].lower() in ("grpc", "http") and "://" in model:
+            from .serving import client as remote
+
+            self._remote = remote
+            remote.attach(self, model, color=color, score_threshold=score_threshold, max_instances=max_instances,
+                          server_side=dict(backend=backend, resize=resize, class_names=class_names, spec=spec,
+                                           mean=mean, std=std, no_object_index=no_object_index, topk=topk,
+                                           providers=providers))
+            self.runner = remote.RemoteSegmenterRunner(self)
+            self._constructed = True
+            return
 
         if isinstance(model, Backend):
             self.backend = model
@@ -191,9 +190,13 @@ class Segmenter:
     category_ids = _Setting(lambda seg, v: None if v is None else [_int_arg("category_ids", c) for c in v])
 
     def __setattr__(self, name, value):
-        if name in FIXED_AFTER_CONSTRUCTION and self.__dict__.get("_constructed"):
-            raise AttributeError("{}: fixed when the Segmenter is built (it comes from the model or picks its "
-                                 "buffers); make a new Segmenter to change it".format(name))
+        if self.__dict__.get("_constructed"):
+            if name in FIXED_AFTER_CONSTRUCTION:
+                raise AttributeError("{}: fixed when the Segmenter is built (it comes from the model or picks its "
+                                     "buffers); make a new Segmenter to change it".format(name))
+            if self.__dict__.get("_remote") is not None and name in SERVER_SIDE_SETTINGS:
+                raise AttributeError("{}: a Segmenter on a server URL takes this setting from the server (give it to "
+                                     "m2f-edge serve)".format(name))
         object.__setattr__(self, name, value)
 
     def _no_object_arg(self, value) -> int:
@@ -220,6 +223,8 @@ class Segmenter:
         out: optional C-contiguous (B,3,H,W) array of the model's input dtype to write into; by default a
         new one is allocated (so earlier Prepared tensors stay valid).
         """
+        if self._remote is not None:
+            return self._remote.remote_preprocess(self, frames)
         batch = _as_frame_list(frames)
         count = len(batch) if isinstance(batch, list) else batch.shape[0]
         if count == 0:
@@ -258,6 +263,8 @@ class Segmenter:
         """
         if isinstance(tensor, Prepared):
             tensor = tensor.tensor
+        if self._remote is not None:
+            return self._remote.remote_infer(self, tensor)
         count = tensor.shape[0] if isinstance(tensor, np.ndarray) and tensor.ndim == 4 else None
         if count is None or count == 0:
             raise ValueError("tensor: expected a (B,3,H,W) array with B >= 1, got {}".format(_describe(tensor)))
@@ -282,6 +289,8 @@ class Segmenter:
 
     def postprocess(self, outputs: Dict[str, np.ndarray], transforms: Sequence) -> List[Instances]:
         """Turn model outputs (from infer) into one Instances per transform, at each frame's own size."""
+        if self._remote is not None:
+            return self._remote.remote_postprocess(self, outputs, transforms)
         return [self._instances_from_record(r) for r in self.postprocess_records(outputs, transforms)]
 
     def postprocess_records(self, outputs: Dict[str, np.ndarray], transforms: Sequence) -> List[Dict]:
@@ -412,105 +421,3 @@ class Segmenter:
             os.path.basename(self.model_path) if self.model_path else type(self.backend).__name__, self.contract,
             self.input_size[0], self.input_size[1], self.input_dtype.name, low, "" if high is None else high,
             self.backend.name, len(self.class_names), self.score_threshold, self.resize)
-
-
-# --- argument checks ------------------------------------------------------------------------------------------------
-
-def _as_frame_list(frames):
-    """A list of frames, or one (B,H,W,C) array kept whole (one core call)."""
-    if isinstance(frames, np.ndarray):
-        if frames.ndim == 4:
-            return frames
-        if frames.ndim in (2, 3):
-            return [frames]
-        raise ValueError("frames: expected frames of shape (H,W), (H,W,C) or a batch (B,H,W,C), got shape {}".format(
-            frames.shape))
-    if isinstance(frames, (list, tuple)):
-        return list(frames)
-    try:
-        return list(frames)
-    except TypeError:
-        raise TypeError("frames: expected a list of numpy uint8 frames or a (B,H,W,C) array, got {}".format(
-            type(frames).__name__)) from None
-
-
-def _check_frame(frame, name: str) -> None:
-    """Checks whose core messages would be less helpful (Python objects that are not arrays, float images)."""
-    if not isinstance(frame, np.ndarray):
-        raise TypeError("{}: expected a numpy uint8 array (H,W,3), got {}".format(name, type(frame).__name__))
-    if frame.dtype != np.uint8:
-        hint = " (scale to 0-255 and convert with .astype(np.uint8))" if frame.dtype.kind == "f" else ""
-        raise TypeError("{}: expected dtype uint8, got {}{}".format(name, frame.dtype, hint))
-    if frame.ndim not in (2, 3):
-        raise ValueError("{}: expected shape (H,W) or (H,W,C), got {}".format(name, frame.shape))
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError("{}: the frame is empty (shape {})".format(name, frame.shape))
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError("{}: expected one of {}, got {!r}".format(name, list(choices), value))
-
-
-def _choice_arg(name: str, value, choices) -> str:
-    _check_choice(name, value, choices)
-    return value
-
-
-def _threads_arg(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError("threads: expected an integer >= 0 (0 = all cores), got {!r}".format(value))
-    return int(value)
-
-
-def _names_arg(value, required: bool = False) -> Optional[List[str]]:
-    if value is None and not required:
-        return None
-    if value is None:
-        raise TypeError("class_names: expected a list of strings, got None")
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise TypeError("class_names: expected a list of strings, got {!r}".format(value))
-    return list(value)
-
-
-def _triple_arg(name: str, value, allow_zero: bool, required: bool = False) -> Optional[Tuple[float, float, float]]:
-    if value is None and not required:
-        return None
-    try:
-        numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError("{}: expected 3 numbers (RGB, 0-1 units), got {!r}".format(name, value)) from None
-    if len(numbers) != 3 or any(not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero) for v in numbers):
-        raise ValueError("{}: expected 3 {} numbers (RGB, 0-1 units), got {!r}".format(
-            name, "non-negative" if allow_zero else "positive", value))
-    if max(numbers) > 1.0:
-        raise ValueError("{}: expected 0-1 units (e.g. 0.485), got {!r}; divide 0-255 values by 255".format(
-            name, value))
-    return numbers  # type: ignore[return-value]
-
-
-def _unit_arg(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
-            not 0.0 <= float(value) <= 1.0:
-        raise ValueError("{}: expected a number in [0, 1], got {!r}".format(name, value))
-    return float(value)
-
-
-def _int_arg(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError("{}: expected an integer, got {!r}".format(name, value))
-    return int(value)
-
-
-def _positive_int_arg(name: str, value) -> int:
-    value = _int_arg(name, value)
-    if value < 1:
-        raise ValueError("{}: expected a positive integer, got {}".format(name, value))
-    return value
-
-
-def _describe(array) -> str:
-    if isinstance(array, np.ndarray):
-        return "{} array of shape {}{}".format(array.dtype.name, tuple(array.shape),
-                                               "" if array.flags.c_contiguous else " (not C-contiguous)")
-    return type(array).__name__
