@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <fstream>
+#include <stdexcept>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -35,6 +37,51 @@ py::object to_tuple(const std::vector<std::int64_t>& v) {
   py::tuple t(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) t[i] = v[i];
   return std::move(t);
+}
+
+// The settings Pipeline.update() takes, by the names of Pipeline's constructor arguments.
+constexpr const char* kSettingNames =
+    "score_threshold, max_instances, no_object_index, topk, mean, std, resize, color";
+
+void apply_setting(trt::PipelineSettings& s, const std::string& name, const py::handle& value) {
+  try {
+    if (name == "score_threshold") {
+      s.selection.score_threshold = value.cast<float>();
+    } else if (name == "max_instances") {
+      s.selection.max_instances = value.cast<int>();
+    } else if (name == "no_object_index") {
+      s.raw.no_object_index = value.cast<int>();
+    } else if (name == "topk") {
+      s.raw.topk = value.cast<int>();
+    } else if (name == "mean") {
+      s.preprocess.mean = value.cast<std::array<float, 3>>();
+    } else if (name == "std") {
+      s.preprocess.stddev = value.cast<std::array<float, 3>>();
+    } else if (name == "resize") {
+      s.preprocess.resize = parse_resize_mode(value.cast<std::string>());
+    } else if (name == "color") {
+      s.preprocess.color = parse_color_order(value.cast<std::string>());
+    } else {
+      throw py::type_error("update(): no setting '" + name + "' (settings: " + kSettingNames + ")");
+    }
+  } catch (const py::cast_error&) {
+    throw py::type_error("argument '" + name + "': cannot take " + py::repr(value).cast<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error("argument '" + name + "': " + e.what());
+  }
+}
+
+py::dict settings_to_python(const trt::PipelineSettings& s) {
+  py::dict d;
+  d["score_threshold"] = s.selection.score_threshold;
+  d["max_instances"] = s.selection.max_instances;
+  d["no_object_index"] = s.raw.no_object_index;
+  d["topk"] = s.raw.topk;
+  d["mean"] = py::make_tuple(s.preprocess.mean[0], s.preprocess.mean[1], s.preprocess.mean[2]);
+  d["std"] = py::make_tuple(s.preprocess.stddev[0], s.preprocess.stddev[1], s.preprocess.stddev[2]);
+  d["resize"] = resize_mode_name(s.preprocess.resize);
+  d["color"] = color_order_name(s.preprocess.color);
+  return d;
 }
 
 // Owns the runner plus a small pool of output buffers per tensor: a buffer goes back to the pool
@@ -263,14 +310,15 @@ void bind_engine(py::module_& t) {
              o.classes = name("pred_classes");
              o.class_logits = name("pred_logits");
              o.mask_logits = name("pred_masks");
-             o.preprocess.color = parse_color_order(color);
-             o.preprocess.resize = parse_resize_mode(resize);
-             o.preprocess.mean = mean;
-             o.preprocess.stddev = stddev;
-             o.selection.score_threshold = score_threshold;
-             o.selection.max_instances = max_instances;
-             o.raw.no_object_index = no_object_index;
-             o.raw.topk = topk;
+             trt::PipelineSettings& settings = o.settings;
+             settings.preprocess.color = parse_color_order(color);
+             settings.preprocess.resize = parse_resize_mode(resize);
+             settings.preprocess.mean = mean;
+             settings.preprocess.stddev = stddev;
+             settings.selection.score_threshold = score_threshold;
+             settings.selection.max_instances = max_instances;
+             settings.raw.no_object_index = no_object_index;
+             settings.raw.topk = topk;
              o.use_cuda_graph = use_cuda_graph;
              return new trt::Pipeline(engine.runner(), o);
            }),
@@ -281,6 +329,19 @@ void bind_engine(py::module_& t) {
            py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
            py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
       .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def_property_readonly("settings", [](const trt::Pipeline& p) { return settings_to_python(p.settings()); },
+                             "The settings the next run() uses: {name: value} for every name update() takes.")
+      .def(
+          "update",
+          [](trt::Pipeline& p, const py::kwargs& changes) {
+            trt::PipelineSettings settings = p.settings();
+            for (const auto& item : changes) apply_setting(settings, item.first.cast<std::string>(), item.second);
+            p.update(settings);
+          },
+          "update(**settings): changes score_threshold, max_instances, no_object_index, topk, mean, std,\n"
+          "resize or color for the next run(). A CUDA graph captured with the old settings is dropped (the\n"
+          "next run is eager, the one after captures again). A bad value raises (TypeError or ValueError\n"
+          "naming it) and changes nothing.")
       .def(
           "last_timings",
           [](const trt::Pipeline& p) -> py::object {

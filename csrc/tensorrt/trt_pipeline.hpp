@@ -16,14 +16,19 @@
 
 namespace m2f::trt {
 
+// What a user may change on a built pipeline (Pipeline::update); the next run() uses it.
+struct PipelineSettings {
+  PreprocessOptions preprocess;
+  SelectionOptions selection;
+  RawHeadOptions raw;  // raw head only; no_object_index may be negative (counted from the last column)
+};
+
 struct PipelineOptions {
   bool raw_head = false;             // contract: false = deployable, true = raw head
   std::string input;                 // engine tensor names
   std::string masks, scores, classes;        // deployable outputs
   std::string class_logits, mask_logits;     // raw-head outputs
-  PreprocessOptions preprocess;
-  SelectionOptions selection;
-  RawHeadOptions raw;
+  PipelineSettings settings;
   bool use_cuda_graph = true;
 };
 
@@ -48,8 +53,14 @@ class Pipeline {
   cuda::PostprocessWorkspace& workspace(std::size_t b) { return workspaces_.at(b); }
   bool graph_active() const noexcept { return static_cast<bool>(graph_exec_); }
   PipelineTimings last_timings() const;
+  // Checks and takes new settings (std::invalid_argument naming the setting that is wrong; nothing
+  // changes then). A captured graph holds the old settings in its kernels' arguments: it is dropped,
+  // and the next run() is eager (it may also grow buffers: a larger max_instances).
+  void update(const PipelineSettings& settings);
+  const PipelineSettings& settings() const noexcept { return options_.settings; }
 
  private:
+  PipelineSettings checked(PipelineSettings settings) const;
   void bind(std::int64_t batch);
   // record_stages: record the stage events between the stages (eager runs; never inside a capture).
   void enqueue_all(const std::vector<TensorView>& frames, const std::vector<ResizeTransform>& transforms,
