@@ -131,22 +131,48 @@ def import_tensorrt():
     return tensorrt
 
 
-def tensorrt_version() -> Optional[str]:
-    """The TensorRT version engines are built and run with here: the core's runtime library when
-    m2f_edge was built with TensorRT, else the Python package's; None when neither is present."""
+def runtime_tensorrt_version() -> Optional[str]:
+    """The TensorRT the core runs engines with (its libnvinfer); None without TensorRT in the core."""
     try:
         from . import _core
-
-        if getattr(_core.tensorrt, "available", False):
-            return _major_minor_patch(_core.tensorrt.version())
-    except ImportError:
-        pass
-    try:
-        import tensorrt
-
-        return _major_minor_patch(tensorrt.__version__)
     except ImportError:
         return None
+    if not getattr(_core.tensorrt, "available", False):
+        return None
+    return _major_minor_patch(_core.tensorrt.version())
+
+
+def builder_tensorrt_version() -> Optional[str]:
+    """The TensorRT that builds engines here: the Python package's; None when it is not installed."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return _major_minor_patch(tensorrt.__version__)
+
+
+def tensorrt_version() -> Optional[str]:
+    """The TensorRT version of the engines built here, which the cache key and sidecar hold: the
+    builder's (the Python package), else the core's runtime (every engine built here was built by a
+    builder of the runtime's version: build_engine refuses any other); None when neither is present."""
+    return builder_tensorrt_version() or runtime_tensorrt_version()
+
+
+def check_builder_matches_runtime(builder_version: str) -> None:
+    """Refuse to build an engine that the core could not load: TensorRT only deserializes engines of
+    its own version, and the Python package that builds them may be another TensorRT (a pip wheel
+    beside a tarball or JetPack's libraries)."""
+    builder_version = _major_minor_patch(builder_version)
+    runtime = runtime_tensorrt_version()
+    if runtime is None or runtime == builder_version:
+        return
+    raise EngineBuildError(
+        "TensorRT's Python package (the engine builder) is TensorRT {b}, but m2f_edge runs engines with TensorRT {r} "
+        "(its libnvinfer): an engine built by {b} cannot be loaded by {r}, so none is built. Install the Python "
+        "package of TensorRT {r} (pip install 'tensorrt=={r}.*', or JetPack's python3-libnvinfer), or rebuild "
+        "m2f_edge against TensorRT {b} (TENSORRT_ROOT=... pip install --force-reinstall m2f-edge); "
+        "m2f_edge.build_info()['tensorrt_library'] says which libnvinfer the core loaded.".format(
+            b=builder_version, r=runtime))
 
 
 def _major_minor_patch(version: Any) -> str:
@@ -456,24 +482,49 @@ def network_has_float16(network, trt) -> bool:
 
 
 def mark_fp32_layers(network, trt, prefixes: Iterable[str]) -> List[str]:
-    """Constrain layers whose names start with one of `prefixes` to FP32; returns their names.
-    Weakly typed networks only (TensorRT < 11; ILayer.precision and set_output_type are deprecated from
-    10.12 and gone in 11)."""
+    """Set the precision of layers whose names start with one of `prefixes` to FP32; returns their names.
+    As TAO deploy's Mask2Former builder: constant layers, layers fed by a shape tensor and layers with an
+    INT32 (or any non-float) output are left alone, and only the layer's precision is set, never its
+    output types (a /post_processor/Div on shapes forced to FP32 leaves TensorRT no implementation).
+    Weakly typed networks only (TensorRT < 11; ILayer.precision is deprecated from 10.12, gone in 11)."""
     prefixes = tuple(prefixes)
     floating = (trt.float32, trt.float16)
     marked = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if not any(layer.name.startswith(p) for p in prefixes):
+        if not any(layer.name.startswith(p) for p in prefixes) or layer.type == trt.LayerType.CONSTANT:
             continue
-        outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floating]
-        if not outputs:
-            continue  # shape or integer layers have no precision to keep
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        if any(t is not None and t.is_shape_tensor for t in inputs):
+            continue
+        outputs = [layer.get_output(j).dtype for j in range(layer.num_outputs)]
+        if not outputs or any(dtype not in floating for dtype in outputs):
+            continue
         layer.precision = trt.float32
-        for j in outputs:
-            layer.set_output_type(j, trt.float32)
         marked.append(layer.name)
     return marked
+
+
+# TensorRT keeps the logger it is given: the plugin library stores the one of every
+# init_libnvinfer_plugins call in a global and logs through it for the rest of the process (a C++
+# Runner deserializing a plugin engine after a Python build would log through a freed logger). So
+# there is one logger per TensorRT module, kept for the life of the process, and the plugins are
+# initialised once.
+_LOGGERS = {}  # type: Dict[int, Tuple[Any, Any]]
+_LOGGERS_LOCK = threading.Lock()
+
+
+def process_logger(trt):
+    """The trt.Logger every builder and the plugin library get, made (and the plugins initialised)
+    on the first call for this `tensorrt` module and kept for good."""
+    with _LOGGERS_LOCK:
+        held = _LOGGERS.get(id(trt))
+        if held is None or held[0] is not trt:
+            logger = trt.Logger(trt.Logger.WARNING)
+            # The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT from the stock plugin library.
+            trt.init_libnvinfer_plugins(logger, "")
+            held = _LOGGERS[id(trt)] = (trt, logger)
+        return held[1]
 
 
 def fp16_onnx_for_tensorrt(onnx_path: str, fp32_layers: Sequence[str], directory: str
@@ -534,15 +585,59 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
 
 def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, progress: bool,
                   workdir: Optional[str]) -> Dict[str, Any]:
-    major = _major(trt.__version__)
+    check_builder_matches_runtime(trt.__version__)
     strongly_typed = strongly_typed_only(trt)
     notes = []  # type: List[str]
-    logger = trt.Logger(trt.Logger.WARNING)
-    # The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT from the stock plugin library.
-    trt.init_libnvinfer_plugins(logger, "")
-    builder = trt.Builder(logger)
+    builder = trt.Builder(process_logger(trt))
+    network, conversion = _parse_network(trt, builder, onnx_path, options, workdir, notes)
+    config = builder.create_builder_config()
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    has_float16 = network_has_float16(network, trt) if strongly_typed else None
+    precision, marked = _configure_precision(trt, builder, network, config, options, has_float16, notes,
+                                             os.path.basename(onnx_path))
+    profile_shapes = _add_batch_profile(builder, network, config, options)
+    if options.dla_core is not None:
+        _configure_dla(trt, builder, config, options, strongly_typed and not has_float16)
+    if options.timing_cache:
+        _load_timing_cache(config, options.timing_cache)
+
+    start = time.monotonic()
+    serialized = _serialize(trt, builder, network, config, progress)
+    if serialized is None and marked:
+        # TAO's FP32 layers obeyed strictly can leave a layer without any implementation ("could not find
+        # any implementation"); preferred, TensorRT keeps them FP32 where it can and builds.
+        config.clear_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        notes.append("the build failed with TAO's FP32 layers as hard constraints; it was retried with them "
+                     "preferred (TensorRT may run some of them in FP16)")
+        log.warning("%s", notes[-1])
+        serialized = _serialize(trt, builder, network, config, progress)
+    seconds = time.monotonic() - start
+    if serialized is None:
+        raise EngineBuildError("TensorRT failed to build an engine from '{}' (see its messages above); usual causes: "
+                               "too small a --workspace, an unsupported layer, or DLA without --gpu-fallback".format(
+                                   onnx_path))
+    _atomic_write(os.fspath(engine_path), bytes(serialized))
+    if options.timing_cache:
+        cache = config.get_timing_cache()
+        if cache is not None:
+            _atomic_write(options.timing_cache, bytes(cache.serialize()))
+    log.info("built %s in %.0f s", engine_path, seconds)
+    report = {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
+              "precision": precision, "strongly_typed": strongly_typed, "notes": notes,
+              "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
+    if conversion is not None:
+        report["fp16_conversion"] = conversion
+    return report
+
+
+def _parse_network(trt, builder, onnx_path: str, options: BuildOptions, workdir: Optional[str],
+                   notes: List[str]) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """The network parsed from the ONNX (its FP16 conversion when `workdir` is given) and what the
+    conversion did (None without one)."""
     flags = 0
-    if major < 10:  # the ONNX parser needs an explicit-batch network; from TensorRT 10 it is the only kind
+    if _major(trt.__version__) < 10:  # the ONNX parser needs an explicit-batch network; from 10 it is the only kind
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     conversion = None  # type: Optional[Dict[str, Any]]
@@ -553,7 +648,7 @@ def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, 
             notes.append("TensorRT {} is strongly typed: '{}' was converted to FP16 for this build ({}; {})".format(
                 trt.__version__, os.path.basename(onnx_path), conversion["summary"],
                 "TAO's FP32 layers kept float32" if options.fp32_layers else "no layers kept by name"))
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, process_logger(trt))
     if hasattr(parser, "parse_from_file"):
         parsed = parser.parse_from_file(parse_path)  # resolves external weight files too
     else:
@@ -569,36 +664,40 @@ def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, 
             hint += ("\nIt parsed the FP16 conversion of the ONNX; if the original parses with --no-auto-fp16, the "
                      "conversion is at fault: please report it.")
         raise EngineBuildError("TensorRT could not parse '{}':\n  {}{}".format(onnx_path, "\n  ".join(errors), hint))
+    return network, conversion
 
-    config = builder.create_builder_config()
-    if options.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    marked = []  # type: List[str]
-    has_float16 = network_has_float16(network, trt) if strongly_typed else None
-    if strongly_typed:
+
+def _configure_precision(trt, builder, network, config, options: BuildOptions, has_float16: Optional[bool],
+                         notes: List[str], model_name: str) -> Tuple[str, List[str]]:
+    """The engine's precision and the layers kept FP32 by constraint. has_float16: None for a weakly
+    typed TensorRT (< 11), else whether the strongly typed network holds float16."""
+    if has_float16 is not None:
         precision = "fp16" if has_float16 else "fp32"
         if options.fp16 and not has_float16:
             notes.append("TensorRT {} builds strongly typed networks only, and '{}' holds no float16 tensors: the "
                          "engine is FP32. For an FP16 engine convert the ONNX to FP16 first (m2f-edge convert --fp16, "
                          "or leave the automatic conversion on: no --no-auto-fp16), or pass --fp32 to say so.".format(
-                             trt.__version__, os.path.basename(onnx_path)))
+                             trt.__version__, model_name))
         elif options.fp16:
             notes.append("TensorRT {} is strongly typed: layer precisions are the ONNX file's (TAO's FP32 layers are "
                          "FP32 where the ONNX keeps them so)".format(trt.__version__))
         for note in notes:
             log.warning("%s", note)
-    elif options.fp16:
-        precision = "fp16"
-        if not getattr(builder, "platform_has_fast_fp16", True):
-            log.warning("this GPU has no fast FP16; building FP16 anyway as asked")
-        config.set_flag(trt.BuilderFlag.FP16)
-        marked = mark_fp32_layers(network, trt, options.fp32_layers)
-        if marked:
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        log.info("kept %d layers in FP32 (TAO's precision constraints)", len(marked))
-    else:
-        precision = "fp32"
+        return precision, []
+    if not options.fp16:
+        return "fp32", []
+    if not getattr(builder, "platform_has_fast_fp16", True):
+        log.warning("this GPU has no fast FP16; building FP16 anyway as asked")
+    config.set_flag(trt.BuilderFlag.FP16)
+    marked = mark_fp32_layers(network, trt, options.fp32_layers)
+    if marked:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    log.info("kept %d layers in FP32 (TAO's precision constraints)", len(marked))
+    return "fp16", marked
 
+
+def _add_batch_profile(builder, network, config, options: BuildOptions) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
+    """The optimisation profile of a dynamic batch ({input name: (min, opt, max) shapes}, added to config)."""
     profile_shapes = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
@@ -619,64 +718,50 @@ def _build_engine(trt, onnx_path: str, engine_path: str, options: BuildOptions, 
         for name, (lo, opt, hi) in profile_shapes.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
+    return profile_shapes
 
-    if options.dla_core is not None:
-        if builder.num_DLA_cores == 0:
-            raise EngineBuildError("--dla {} asked, but this device has no DLA cores (Jetson Xavier and Orin have "
-                                   "them; Thor and discrete GPUs do not)".format(options.dla_core))
-        if options.dla_core >= builder.num_DLA_cores:
-            raise EngineBuildError("--dla {}: this device has {} DLA cores".format(options.dla_core,
-                                                                                   builder.num_DLA_cores))
-        if not options.fp16:
-            raise EngineBuildError("DLA runs FP16 or INT8 only: add --fp16")
-        if strongly_typed and not has_float16:
-            raise EngineBuildError("DLA runs FP16 or INT8 only, and TensorRT {} takes precisions from the ONNX, which "
-                                   "holds no float16 tensors: convert the ONNX to FP16 first".format(trt.__version__))
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = options.dla_core
-        if options.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    if options.timing_cache:
-        data = b""
-        if os.path.isfile(options.timing_cache):
-            with open(options.timing_cache, "rb") as f:
-                data = f.read()
-        timing_cache = config.create_timing_cache(data)
-        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            # unreadable, or from another TensorRT version or GPU: start a fresh one (it is rewritten below)
-            log.warning("timing cache %s does not match this TensorRT or GPU; starting a new one", options.timing_cache)
-            timing_cache = config.create_timing_cache(b"")
-            config.set_timing_cache(timing_cache, ignore_mismatch=False)
+def _configure_dla(trt, builder, config, options: BuildOptions, fp32_only_network: bool) -> None:
+    if builder.num_DLA_cores == 0:
+        raise EngineBuildError("--dla {} asked, but this device has no DLA cores (Jetson Xavier and Orin have "
+                               "them; Thor and discrete GPUs do not)".format(options.dla_core))
+    if options.dla_core >= builder.num_DLA_cores:
+        raise EngineBuildError("--dla {}: this device has {} DLA cores".format(options.dla_core, builder.num_DLA_cores))
+    if not options.fp16:
+        raise EngineBuildError("DLA runs FP16 or INT8 only: add --fp16")
+    if fp32_only_network:
+        raise EngineBuildError("DLA runs FP16 or INT8 only, and TensorRT {} takes precisions from the ONNX, which "
+                               "holds no float16 tensors: convert the ONNX to FP16 first".format(trt.__version__))
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = options.dla_core
+    if options.gpu_fallback:
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    start = time.monotonic()
+
+def _load_timing_cache(config, path: str) -> None:
+    data = b""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    timing_cache = config.create_timing_cache(data)
+    if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+        # unreadable, or from another TensorRT version or GPU: start a fresh one (it is rewritten after the build)
+        log.warning("timing cache %s does not match this TensorRT or GPU; starting a new one", path)
+        timing_cache = config.create_timing_cache(b"")
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+
+
+def _serialize(trt, builder, network, config, progress: bool):
+    """builder.build_serialized_network with a progress display; None when TensorRT fails."""
     if progress and hasattr(trt, "IProgressMonitor"):
-        monitor = _progress_monitor_class(trt)()
-        config.progress_monitor = monitor
+        config.progress_monitor = _progress_monitor_class(trt)()
         serialized = builder.build_serialized_network(network, config)
         sys.stderr.write("\n")
-    elif progress:
+        return serialized
+    if progress:
         with _Spinner():
-            serialized = builder.build_serialized_network(network, config)
-    else:
-        serialized = builder.build_serialized_network(network, config)
-    seconds = time.monotonic() - start
-    if serialized is None:
-        raise EngineBuildError("TensorRT failed to build an engine from '{}' (see its messages above); usual causes: "
-                               "too small a --workspace, an unsupported layer, or DLA without --gpu-fallback".format(
-                                   onnx_path))
-    _atomic_write(os.fspath(engine_path), bytes(serialized))
-    if options.timing_cache:
-        cache = config.get_timing_cache()
-        if cache is not None:
-            _atomic_write(options.timing_cache, bytes(cache.serialize()))
-    log.info("built %s in %.0f s", engine_path, seconds)
-    report = {"fp32_layers_marked": marked, "profile": {k: [list(s) for s in v] for k, v in profile_shapes.items()},
-              "precision": precision, "strongly_typed": strongly_typed, "notes": notes,
-              "seconds": round(seconds, 1), "tensorrt_version": str(trt.__version__)}
-    if conversion is not None:
-        report["fp16_conversion"] = conversion
-    return report
+            return builder.build_serialized_network(network, config)
+    return builder.build_serialized_network(network, config)
 
 
 def build_with_sidecar(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,

@@ -208,28 +208,29 @@ def test_without_tensorrt_building_says_what_is_missing(tmp_path, monkeypatch):
 # ---- FP32 layer marking (the builder's name match, on a stand-in network) ------------------------------
 
 
-def test_mark_fp32_layers_matches_tao_names_and_skips_integer_layers():
+def test_mark_fp32_layers_follows_taos_rules():
+    """TAO deploy's setLayerPrecisions: by name prefix, skipping constant layers, layers fed by a shape
+    tensor and integer layers, and setting the layer precision only (never output types)."""
     specs = [
         ("/sem_seg_head/predictor/transformer_cross_attention_layers.0/MatMul", ["float16"]),
         ("/sem_seg_head/predictor/transformer_cross_attention_layers.3/Softmax", ["float32", "float16"]),
         ("/post_processor/ReduceSum", ["float32"]),
         ("/post_processor/Div_1", ["float32"]),
         ("/post_processor/Div_2/Cast", ["int32"]),  # a TAO name, integer output: nothing to keep FP32
+        ("/post_processor/Div_3", ["float32"], {"shape_input": True}),  # arithmetic on shapes
+        ("/post_processor/Add_4", ["float32"], {"type": "CONSTANT"}),
+        ("/post_processor/Add_5", ["float32", "int32"]),  # one integer output: an INT32 layer
         ("/backbone/layers.0/Add", ["float16"]),
         ("/sem_seg_head/predictor/transformer_self_attention_layers.0/Add", ["float16"]),
     ]
     trt = make_tensorrt("10.3.0.26", layers=specs)
     network = trt.Builder(trt.Logger()).create_network(0)
     marked = eb.mark_fp32_layers(network, trt, eb.TAO_FP32_LAYERS)
-    layers = network.layers
-    assert marked == [name for name, _ in specs[:4]]
-    for layer in layers[:4]:
+    assert marked == [spec[0] for spec in specs[:4]]
+    for layer in network.layers[:4]:
         assert layer.precision == trt.float32
-        assert set(layer.output_types.values()) == {trt.float32}
-        assert set(layer.output_types) == set(range(layer.num_outputs))
     assert set(trt.calls["precision"]) == set(marked)  # no other layer's precision was set
-    for layer in layers[4:]:
-        assert not layer.output_types
+    assert all(not layer.output_types for layer in network.layers)  # output types are TensorRT's choice
 
 
 # ---- the `m2f-edge build` command ---------------------------------------------------------------------
@@ -418,7 +419,7 @@ def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypat
         assert calls["flags"] == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
         assert report["fp32_layers_marked"] == ["/post_processor/Div"] and report["precision"] == "fp16"
         assert calls["precision"] == {"/post_processor/Div": trt.float32}
-        assert calls["network"].get_layer(0).output_types == {0: trt.float32}
+        assert calls["network"].get_layer(0).output_types == {}
         assert not report["strongly_typed"] and report["notes"] == []
     else:  # strongly typed: no precision flags or constraints; an FP32 ONNX gives an FP32 engine, said so
         assert calls["flags"] == set() and "precision" not in calls
@@ -528,8 +529,10 @@ def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine, vers
         eb.build_engine(onnx, engine, progress=False)
 
 
-def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine):
+def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine, monkeypatch):
     from m2f_edge.backends.tensorrt import check_engine_sidecar
+
+    monkeypatch.setattr(eb, "runtime_tensorrt_version", lambda: machine["trt"])  # what the core loads
 
     engine = _write(tmp_path / "m.engine", b"engine")
     check_engine_sidecar(engine)  # no sidecar (e.g. trtexec): left to TensorRT's own check
@@ -907,3 +910,72 @@ def test_build_engine_tensorrt11_without_the_onnx_package(tmp_path, monkeypatch)
     with pytest.raises(ImportError, match="needs the onnx package") as info:
         eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(), progress=False)
     assert "--no-auto-fp16" in str(info.value)
+
+
+@pytest.mark.parametrize("version", [v for v in VERSIONS if _major(v) < 11])
+def test_build_engine_retries_with_preferred_precision_constraints(tmp_path, monkeypatch, machine, version):
+    trt = make_tensorrt(version, obey_fails=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    with redirect_stderr(io.StringIO()):
+        report = eb.build_engine(onnx, str(tmp_path / "m.engine"), eb.BuildOptions(fp16=True), progress=False)
+    assert trt.calls["builds"] == [["FP16", "OBEY_PRECISION_CONSTRAINTS"], ["FP16", "PREFER_PRECISION_CONSTRAINTS"]]
+    assert report["fp32_layers_marked"] == ["/post_processor/Div"]
+    assert any("preferred" in note for note in report["notes"])
+
+
+def test_build_engine_without_fp32_layers_is_not_retried(tmp_path, monkeypatch, machine):
+    trt = make_tensorrt("10.3.0.26", parse_ok=True, layers=[("/backbone/Conv", ["float32"])])
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.Builder.build_serialized_network = lambda self, network, config: trt.calls["builds"].append(1)
+    with pytest.raises(eb.EngineBuildError, match="failed to build"):
+        eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    assert trt.calls["builds"] == [1]
+
+
+# ---- TensorRT's loggers and versions (issue 15 items 1 and 3) -----------------------------------------
+
+
+def test_the_builders_logger_outlives_the_build_and_plugins_are_initialised_once(tmp_path, monkeypatch, machine):
+    """The plugin library keeps the logger of its init call for the life of the process."""
+    import gc
+
+    trt = make_tensorrt("10.3.0.26")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    for name in ("a.engine", "b.engine"):
+        with redirect_stderr(io.StringIO()):
+            eb.build_engine(onnx, str(tmp_path / name), progress=False)
+    gc.collect()
+    assert trt.calls["plugins"] == 1
+    (logger,) = [ref() for ref in trt.calls["plugin_loggers"]]
+    assert logger is not None  # still alive after both builds returned
+
+
+def _core_runs_tensorrt(monkeypatch, version):
+    monkeypatch.setattr(_core.tensorrt, "available", True, raising=False)
+    monkeypatch.setattr(_core.tensorrt, "version", lambda: version, raising=False)
+
+
+def test_build_refuses_a_builder_of_another_tensorrt_than_the_runner(tmp_path, monkeypatch):
+    trt = make_tensorrt("10.3.0.26")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _core_runs_tensorrt(monkeypatch, "10.4.0")
+    with pytest.raises(eb.EngineBuildError) as error:
+        eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    message = str(error.value)
+    assert "10.3.0" in message and "10.4.0" in message and "pip install 'tensorrt==10.4.0.*'" in message
+    assert not os.path.exists(str(tmp_path / "m.engine")) and trt.calls.get("network") is None
+    _core_runs_tensorrt(monkeypatch, "10.3.0")  # the same TensorRT: builds
+    with redirect_stderr(io.StringIO()):
+        eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    assert os.path.exists(str(tmp_path / "m.engine"))
+
+
+def test_the_cache_is_keyed_on_the_builders_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.3.0.26"))
+    _core_runs_tensorrt(monkeypatch, "10.4.0")
+    assert eb.tensorrt_version() == "10.3.0"
+    assert eb.runtime_tensorrt_version() == "10.4.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no Python package: engines were built by the runtime's
+    assert eb.tensorrt_version() == "10.4.0"

@@ -6,10 +6,10 @@
 
 #include <array>
 #include <fstream>
-#include <stdexcept>
 #include <iterator>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -18,6 +18,9 @@
 #include "bindings/cuda_array.hpp"
 #include "tensorrt/trt_pipeline.hpp"
 #include "tensorrt/trt_runner.hpp"
+#endif
+#ifdef M2F_TENSORRT_STANDIN
+#include <NvInfer.h>  // the stand-in's standin_logger_count
 #endif
 
 namespace py = pybind11;
@@ -154,6 +157,15 @@ class Engine {
 void bind_engine(py::module_& t) {
   py::register_exception<trt::TensorRTError>(t, "TensorRTError", PyExc_RuntimeError);
   t.attr("available") = true;
+#ifdef M2F_TENSORRT_STANDIN
+  // The CUDA emulation build runs against csrc/emulation/tensorrt/, not TensorRT: its "engines" are
+  // text the tests write.
+  t.attr("standin") = true;
+  t.def("_standin_logger_count", &standin_logger_count,
+        "Stand-in only: how many distinct loggers TensorRT's runtimes and plugin library were given.");
+#else
+  t.attr("standin") = false;
+#endif
   t.def("version", &trt::runtime_version, "Version of the TensorRT library loaded at run time.");
   t.def("header_version", &trt::header_version, "Version of the TensorRT headers the core was compiled with.");
 
@@ -203,7 +215,8 @@ void bind_engine(py::module_& t) {
       .def(
           "infer",
           [](Engine& e, const py::dict& inputs, const py::object& stream_obj, bool synchronize) {
-            // --- device
+            // --- device: the engine's, whatever this thread's current device is
+            trt::DeviceScope on_device(e.runner().device());
             cudaStream_t stream = stream_obj.is_none() && synchronize ? e.own_stream() : stream_from(stream_obj);
             bool staged_host_input = false;
             std::vector<BorrowedView> borrowed;
@@ -366,6 +379,7 @@ void bind_engine(py::module_& t) {
           "run",
           [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {
             check_masks_to(masks_to);
+            trt::DeviceScope on_device(p.device());
             cudaStream_t stream = stream_from(stream_obj);
             py::list items;
             if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames))

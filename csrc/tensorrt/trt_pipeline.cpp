@@ -145,15 +145,12 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
       key.push_back(f.strides[d]);
     }
   }
+  DeviceScope on_device(runner_.device());
   timed_ = false;
   bind(static_cast<std::int64_t>(frames.size()));
-  // Another user of the engine (Engine.infer) changed an input shape since our last run: TensorRT
-  // re-plans on the next enqueue, so drop any graph and run eagerly once.
-  const bool replan = runner_.needs_eager_enqueue();
-  if (replan) {
-    drop_graph();
-    last_key_.clear();
-  }
+  // The runner's plan generation is part of the key: after any re-plan (ours, or another user of the
+  // engine going X -> Y -> X), a graph captured before is never replayed, and the next run is eager.
+  key.push_back(static_cast<std::int64_t>(runner_.plan_generation()));
 
   // Host time covers everything run() enqueues (a capture included); the GPU start event is recorded
   // right before the work, so a capture's host time is not counted as GPU time.
@@ -181,11 +178,13 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
   if (graph_exec_ && key == graph_key_) return replay_graph();
   // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
   // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
-  const bool capture =
-      options_.use_cuda_graph && !graph_failed_ && !replan && stream != nullptr && key == last_key_;
+  const bool capture = options_.use_cuda_graph && !graph_failed_ && stream != nullptr && key == last_key_ &&
+                       runner_.plan_settled();
   last_key_ = key;
   if (!capture) return run_eagerly();
   drop_graph();
+  // As trtexec: the warm-up's work finishes before the capture begins.
+  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
   graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream, false); });
   if (graph_) {
     try {

@@ -1,7 +1,8 @@
 // Frame(s) on the GPU -> preprocess -> TensorRT -> post-process, every intermediate on the device.
 // With static shapes the three stages are captured into one CUDA graph on the second call with the
-// same frames (pointers, shapes, strides) and stream, and replayed afterwards; where capture fails
-// (a plugin that synchronises, an old driver) the pipeline runs eagerly from then on.
+// same frames (pointers, shapes, strides), stream, settings and runner plan generation, and replayed
+// afterwards; where capture fails (a plugin that synchronises, an old driver) the pipeline runs
+// eagerly from then on.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -52,6 +53,7 @@ class Pipeline {
   std::vector<ResizeTransform> run(const std::vector<TensorView>& frames, cudaStream_t stream);
   cuda::PostprocessWorkspace& workspace(std::size_t b) { return workspaces_.at(b); }
   bool graph_active() const noexcept { return static_cast<bool>(graph_exec_); }
+  int device() const noexcept { return runner_.device(); }
   PipelineTimings last_timings() const;
   // Checks and takes new settings (std::invalid_argument naming the setting that is wrong; nothing
   // changes then). A captured graph holds the old settings in its kernels' arguments: it is dropped,

@@ -29,13 +29,13 @@ def _core_tensorrt():
 def check_engine_sidecar(path: str) -> None:
     """Raise a clear error when the engine's sidecar says it was built for another TensorRT or GPU.
     Engines without a sidecar (e.g. from trtexec) are left to TensorRT's own check."""
-    from ..engine_builder import read_sidecar, target_device, tensorrt_version
+    from ..engine_builder import read_sidecar, runtime_tensorrt_version, target_device
 
     record = read_sidecar(path)
     if not record:
         return
     meta = record.get("metadata") or {}
-    here_trt = tensorrt_version()
+    here_trt = runtime_tensorrt_version()
     if meta.get("tensorrt_version") and here_trt and meta["tensorrt_version"] != here_trt:
         raise RuntimeError("engine '{}' was built with TensorRT {}, and this machine has TensorRT {}: rebuild it here "
                            "with `m2f-edge build` (engines are not portable across TensorRT versions)".format(
@@ -154,9 +154,9 @@ class TensorRTBackend(Backend):
         self._engine = None
 
     def describe(self) -> str:
-        from ..engine_builder import tensorrt_version
+        from ..engine_builder import runtime_tensorrt_version
 
         lo, hi = self.batch_range
         return "tensorrt {} on {} ({} input, batch {}..{}{})".format(
-            tensorrt_version(), self._gpu_name, self.input_dtype.name, lo, hi,
+            runtime_tensorrt_version(), self._gpu_name, self.input_dtype.name, lo, hi,
             ", zero-copy outputs" if self._zero_copy else "")
