@@ -33,7 +33,8 @@ def _same(a, b):
 
 
 def test_engines_before_and_after_a_python_build_load_and_run(dynamic_engine, tmp_path):
-    from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
+    from m2f_edge.backends.engine_cache import BuildOptions
+    from m2f_edge.models.tensorrt_build import build_with_sidecar
 
     onnx_path, engine_path = dynamic_engine
     first = _core.tensorrt.Engine(engine_path)

@@ -86,7 +86,8 @@ from m2f_edge import _core
 if not getattr(_core.tensorrt, "available", False):
     sys.exit(1)
 import tiny_models
-from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
+from m2f_edge.backends.engine_cache import BuildOptions
+from m2f_edge.models.tensorrt_build import build_with_sidecar
 tiny_models.make_deployable_model(sys.argv[1] + ".onnx")
 build_with_sidecar(sys.argv[1] + ".onnx", sys.argv[1], BuildOptions(fp16=False), progress=False)
 PYEOF

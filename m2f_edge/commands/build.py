@@ -48,7 +48,9 @@ def default_output(model: str, fp16: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine_builder import BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch
+    from ..backends.engine_cache import BuildOptions, parse_batch
+    from ..models.tensorrt_build import build_with_sidecar, import_tensorrt
+    from ..tao import TAO_FP32_LAYERS
 
     if not os.path.isfile(args.model):
         raise FileNotFoundError("no such ONNX model: '{}'".format(args.model))

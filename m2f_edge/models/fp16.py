@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..tao import TAO_FP32_LAYERS
 from .portable import PLUGIN_OP_TYPE, _weightless_view
 
 _log = logging.getLogger("m2f_edge.models.fp16")
@@ -172,15 +173,13 @@ def convert_float16(model: onnx.ModelProto, keep_prefixes: Optional[Sequence[str
                     ) -> Tuple[onnx.ModelProto, Float16Report]:
     """A float16 copy of `model` (the input is not changed) and a report of what was done.
 
-    keep_prefixes: node-name prefixes kept float32 (default: engine_builder.TAO_FP32_LAYERS; () for none).
+    keep_prefixes: node-name prefixes kept float32 (default: m2f_edge.tao.TAO_FP32_LAYERS; () for none).
     keep_op_types: op types kept float32 (default FP32_OP_TYPES; give a set to replace it, e.g.
     FP32_OP_TYPES | {"MultiscaleDeformableAttnPlugin_TRT"} to keep the plugin in float32 too).
     keep_io_types: graph inputs and outputs keep their types (Casts inside the graph)."""
     if not isinstance(model, onnx.ModelProto):
         raise TypeError("model: expected an onnx.ModelProto, got {}".format(type(model).__name__))
     if keep_prefixes is None:
-        from ..engine_builder import TAO_FP32_LAYERS
-
         keep_prefixes = TAO_FP32_LAYERS
     keep_prefixes = tuple(str(p) for p in keep_prefixes)
     keep_ops = FP32_OP_TYPES if keep_op_types is None else frozenset(str(t) for t in keep_op_types)
