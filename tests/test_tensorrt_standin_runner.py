@@ -257,3 +257,29 @@ def test_bad_settings_are_refused_by_name_and_change_nothing():
     with pytest.raises(ValueError, match="score_threshold"):
         p.update(score_threshold=float("nan"))
     assert p.settings == before
+
+
+def test_outputs_held_by_the_caller_are_never_overwritten():
+    engine = _core.tensorrt.Engine(deployable_engine())
+    rng = np.random.default_rng(9)
+    tensors = [rng.standard_normal((1, 3) + NET).astype(np.float32) for _ in range(5)]
+    held = [engine.infer({"inputs": t}) for t in tensors]  # more than the pool keeps per output
+    for tensor, outputs in zip(tensors, held):
+        np.testing.assert_allclose(outputs["pred_scores"].to_numpy(),
+                                   standin_outputs(tensor, DEPLOYABLE_OUTPUTS)["pred_scores"], rtol=1e-6)
+    pointers = {outputs["pred_scores"].ptr for outputs in held}
+    assert len(pointers) == len(held)
+    del held
+    again = [engine.infer({"inputs": t})["pred_scores"] for t in tensors[:2]]
+    assert {a.ptr for a in again} <= pointers and len({a.ptr for a in again}) == 2  # from the pool, one per holder
+
+
+def test_pipeline_takes_a_frame_list_or_one_batch_array():
+    engine_bytes = deployable_engine()
+    _, p = pipeline(engine_bytes, use_cuda_graph=False)
+    images = [frame(10), frame(11)]
+    stream = _core.gpu.Stream()
+    as_list = p.run([on_device(image) for image in images], stream=stream)
+    as_batch = p.run(on_device(np.stack(images)), stream=stream)
+    same_results(as_list, as_batch)
+    same_results(as_list, [eager_reference(engine_bytes, [image])[0] for image in images])
