@@ -7,8 +7,11 @@ CuPy when installed), in one process, on the current GPU. Prints times and ratio
               copy bandwidth (the issue's target: within 2x of it)
   deployable  100 queries (800x800 float32 masks) -> 1920x1080 frame masks, boxes, areas
   raw head    100 queries x (1 + 1) classes, 200x200 mask logits -> 1920x1080
+  outputs     with --engine: a TensorRT engine's outputs written to mapped host memory
+              (set_mapped_outputs(True): the GPU writes through I/O coherency on Jetson) against device
+              buffers plus one copy to the host, each ending with the outputs in host memory
 
-Usage: python benchmarks/bench_gpu.py [--repeat N] [--kept N] [--json PATH]
+Usage: python benchmarks/bench_gpu.py [--repeat N] [--kept N] [--engine ENGINE] [--json PATH]
 """
 
 from __future__ import annotations
@@ -176,10 +179,34 @@ def bench_postprocess(core, gpu, repeat, kept_counts, results):
     results["instance_map"] = {"gpu_ms": gpu_ms, "cpu_ms": cpu_ms}
 
 
+def bench_engine_outputs(core, engine_path, repeat, results):
+    """infer() + the outputs in host memory: mapped outputs read in place (one host copy) against
+    device outputs copied back (to_numpy). Two engines, so that no pooled buffer crosses over."""
+    print("TensorRT outputs ({}):".format(engine_path))
+    timings = {}
+    for mapped in (False, True):
+        engine = core.tensorrt.Engine(engine_path)
+        engine.set_mapped_outputs(mapped)
+        info = [t for t in engine.tensors if t["mode"] == "input"][0]
+        shape = tuple(info.get("min_shape") or info["shape"])
+        inputs = {info["name"]: np.zeros(shape, np.float16 if info["dtype"] == "float16" else np.float32)}
+
+        def run():
+            outputs = engine.infer(inputs)
+            return [np.array(o.numpy()) if mapped else o.to_numpy() for o in outputs.values()]
+
+        timings[mapped] = timed(run, repeat)
+    row("device buffers + one copy each", timings[False])
+    row("mapped outputs, read in place", timings[True], timings[False],
+        "(>1x: mapped is faster on this device)")
+    results["engine_outputs"] = {"device_copy_ms": timings[False], "mapped_ms": timings[True]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--kept", type=int, nargs="+", default=[20, 100], help="instances above threshold")
+    parser.add_argument("--engine", help="a TensorRT engine: compare mapped outputs with device buffers + a copy")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -200,6 +227,8 @@ def main(argv=None):
     results = {"device": info["name"]}
     bench_preprocess(core, gpu, args.repeat, results)
     bench_postprocess(core, gpu, args.repeat, args.kept, results)
+    if args.engine:
+        bench_engine_outputs(core, args.engine, args.repeat, results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,6 +1,6 @@
 # Finds TensorRT's headers and libraries (JetPack puts them in /usr/include/aarch64-linux-gnu and
 # /usr/lib/aarch64-linux-gnu; tarballs under TENSORRT_ROOT). Sets TensorRT_FOUND, _INCLUDE_DIRS,
-# _LIBRARIES and _VERSION.
+# _LIBRARIES, _LIBRARY_DIR (the folder of libnvinfer) and _VERSION.
 set(_m2f_trt_hints $ENV{TENSORRT_ROOT} ${TENSORRT_ROOT} /usr /usr/local/tensorrt /opt/tensorrt)
 find_path(TensorRT_INCLUDE_DIR NvInfer.h HINTS ${_m2f_trt_hints} PATH_SUFFIXES include include/${CMAKE_LIBRARY_ARCHITECTURE})
 find_library(TensorRT_nvinfer_LIBRARY nvinfer HINTS ${_m2f_trt_hints} PATH_SUFFIXES lib lib64 lib/${CMAKE_LIBRARY_ARCHITECTURE})
@@ -20,6 +20,7 @@ if(TensorRT_INCLUDE_DIR AND TensorRT_nvinfer_LIBRARY AND TensorRT_nvinfer_plugin
   endif()
   set(TensorRT_INCLUDE_DIRS ${TensorRT_INCLUDE_DIR})
   set(TensorRT_LIBRARIES ${TensorRT_nvinfer_LIBRARY} ${TensorRT_nvinfer_plugin_LIBRARY})
+  get_filename_component(TensorRT_LIBRARY_DIR "${TensorRT_nvinfer_LIBRARY}" DIRECTORY)
   set(TensorRT_FOUND TRUE)
   message(STATUS "m2f_edge: TensorRT ${TensorRT_VERSION} at ${TensorRT_INCLUDE_DIR}")
 else()

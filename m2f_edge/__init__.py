@@ -45,8 +45,10 @@ def build_info():
     """What the core was built with and what the machine offers now.
 
     Returns a dict: ``version``, ``cuda`` (bool) and ``cuda_version``, ``cuda_emulation`` (True only in
-    the test build whose kernels run on the CPU, ``M2F_CUDA=EMULATE``), ``tensorrt`` (bool) and
-    ``tensorrt_version``, ``gpu_present`` (a usable CUDA device at run time), ``gpu_count``,
+    the test build whose kernels run on the CPU, ``M2F_CUDA=EMULATE``), ``tensorrt`` (bool),
+    ``tensorrt_version`` (the headers built against), ``tensorrt_runtime_version`` and
+    ``tensorrt_library`` (the libnvinfer the process loaded: the first one loaded serves everyone),
+    ``tensorrt_standin`` (True only in the emulation build's TensorRT stand-in), ``gpu_present`` (a usable CUDA device at run time), ``gpu_count``,
     ``gpu_name``, ``gpu_compute_capability``, ``gpu_integrated`` and ``gpu_error``.
     """
     return _core_build_info()

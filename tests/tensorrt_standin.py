@@ -18,6 +18,8 @@ misspelt name fails here as it would there:
   -> bool, get_timing_cache(); ITimingCache.serialize(); IHostMemory supports the buffer protocol.
 - OnnxParser(network, logger).parse_from_file(model), parse(model, path=None), num_errors,
   get_error(index) -> ParserError with __str__.
+- ILayer.type (LayerType), num_inputs, get_input(index); ITensor.is_shape_tensor;
+  IBuilderConfig.clear_flag(flag); BuilderFlag.PREFER_PRECISION_CONSTRAINTS (up to 10.x).
 
 With from_onnx=True the parsed network's inputs and layers come from the ONNX file parsed (graph inputs,
 and one layer per node named as the node, with the output types ONNX shape inference gives), so a test
@@ -29,6 +31,7 @@ It checks our side of the calls, not TensorRT: only a TensorRT machine can do th
 
 import enum
 import types
+import weakref
 
 VERSIONS = ("8.5.2.2", "8.6.1.6", "10.3.0.26", "11.1.0.3")
 
@@ -38,14 +41,19 @@ class _Dims(tuple):
 
 
 def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype="float32", parse_ok=True,
-                  dla_cores=2, layers=None, timing_cache_matches=True, from_onnx=False):
-    """A module standing in for `tensorrt` at `version`. layers: [(name, [output dtype, ...])] of the
-    parsed network (default: one TAO FP32 layer and one backbone layer). calls records what was asked."""
+                  dla_cores=2, layers=None, timing_cache_matches=True, from_onnx=False, obey_fails=False):
+    """A module standing in for `tensorrt` at `version`. layers: [(name, [output dtype, ...])] or
+    [(name, [output dtype, ...], {"type": LayerType name, "shape_input": bool})] of the parsed network
+    (default: one TAO FP32 layer and one backbone layer). obey_fails: a build with
+    OBEY_PRECISION_CONSTRAINTS finds no implementation (returns None, as TensorRT does). calls records
+    what was asked; calls["plugin_loggers"] holds weak references to the loggers the plugin library got
+    (TensorRT's keeps the pointer for good, so the logger must outlive the process's use of TensorRT)."""
     major = int(version.split(".")[0])
     weakly_typed = major < 11
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
-    calls = {"flags": set(), "profiles": [], "plugins": 0, "monitor_events": [], "set_timing_cache": []}
+    calls = {"flags": set(), "profiles": [], "plugins": 0, "monitor_events": [], "set_timing_cache": [],
+             "plugin_loggers": [], "builds": []}
     trt.calls = calls
 
     # DataType values are exported at module level as trt.float32, trt.float16, ...
@@ -67,7 +75,7 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
         VERBOSE = 4
 
     class Logger(object):
-        __slots__ = ("min_severity",)
+        __slots__ = ("min_severity", "__weakref__")
 
         def __init__(self, min_severity=Severity.WARNING):
             self.min_severity = min_severity
@@ -80,6 +88,7 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
     def init_libnvinfer_plugins(logger, namespace):
         assert isinstance(logger, Logger) and isinstance(namespace, str)
         calls["plugins"] += 1
+        calls["plugin_loggers"].append(weakref.ref(logger))
         return True
 
     trt.init_libnvinfer_plugins = init_libnvinfer_plugins
@@ -102,11 +111,15 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
                                                       "DLA_GLOBAL_DRAM"])
     trt.DeviceType = enum.Enum("DeviceType", ["GPU", "DLA"])
 
-    class Tensor(object):
-        __slots__ = ("name", "shape", "_dtype")
+    trt.LayerType = enum.Enum("LayerType", ["CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "REDUCE", "SHUFFLE",
+                                            "CONSTANT", "SHAPE", "MATRIX_MULTIPLY", "SOFTMAX", "CAST", "PLUGIN_V2"])
 
-        def __init__(self, name, shape, dtype):
+    class Tensor(object):
+        __slots__ = ("name", "shape", "_dtype", "is_shape_tensor")
+
+        def __init__(self, name, shape, dtype, is_shape_tensor=False):
             self.name, self.shape, self._dtype = name, _Dims(shape), dtypes[dtype]
+            self.is_shape_tensor = is_shape_tensor
 
         if weakly_typed:
             dtype = property(lambda self: self._dtype, lambda self, value: setattr(self, "_dtype", value))
@@ -114,13 +127,25 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
             dtype = property(lambda self: self._dtype)  # read-only in a strongly typed network
 
     class Layer(object):
-        __slots__ = ("name", "_outputs", "_precision", "output_types")
+        __slots__ = ("name", "type", "_inputs", "_outputs", "_precision", "output_types")
 
-        def __init__(self, name, output_dtypes):
+        def __init__(self, name, output_dtypes, kind=None):
+            kind = kind or {}
             self.name = name
+            self.type = trt.LayerType[kind.get("type", "ELEMENTWISE")]
+            self._inputs = [] if self.type == trt.LayerType.CONSTANT else [
+                Tensor(name + ":in0", (1,), "int32" if kind.get("shape_input") else "float32",
+                       is_shape_tensor=bool(kind.get("shape_input")))]
             self._outputs = [Tensor(name + ":out{}".format(i), (1,), d) for i, d in enumerate(output_dtypes)]
             self._precision = DataType.FLOAT
             self.output_types = {}
+
+        @property
+        def num_inputs(self):
+            return len(self._inputs)
+
+        def get_input(self, index):
+            return self._inputs[index]
 
         @property
         def num_outputs(self):
@@ -148,7 +173,7 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
         def __init__(self, flags):
             self.flags = flags
             self.inputs = [Tensor("inputs", input_shape, input_dtype)]
-            self.layers = [Layer(name, outs) for name, outs in layer_specs]
+            self.layers = [Layer(*spec) for spec in layer_specs]
 
         @property
         def num_inputs(self):
@@ -236,7 +261,7 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
         def serialize(self):
             return memoryview(b"timing:" + self.data)
 
-    config_slots = ["default_device_type", "DLA_core", "cache", "_monitor"]
+    config_slots = ["default_device_type", "DLA_core", "cache", "_monitor", "flags"]
 
     class Config(object):
         __slots__ = tuple(config_slots)
@@ -246,6 +271,7 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
             self.DLA_core = -1
             self.cache = None
             self._monitor = None
+            self.flags = set()
 
         def set_memory_pool_limit(self, pool, pool_size):
             calls["workspace"] = (pool, pool_size)
@@ -253,6 +279,12 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
         def set_flag(self, flag):
             assert isinstance(flag, trt.BuilderFlag)
             calls["flags"].add(flag.name)
+            self.flags.add(flag.name)
+
+        def clear_flag(self, flag):
+            assert isinstance(flag, trt.BuilderFlag)
+            calls["flags"].discard(flag.name)
+            self.flags.discard(flag.name)
 
         def add_optimization_profile(self, profile):
             calls["profile_added"] = True
@@ -304,6 +336,9 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
 
         def build_serialized_network(self, network, config):
             calls["device"] = (config.default_device_type.name, config.DLA_core)
+            calls["builds"].append(sorted(config.flags))
+            if obey_fails and "OBEY_PRECISION_CONSTRAINTS" in config.flags:
+                return None  # TensorRT: "could not find any implementation for node /post_processor/Div"
             monitor = config._monitor
             calls["monitor"] = monitor
             if monitor is not None:
@@ -345,3 +380,49 @@ def make_tensorrt(version="10.3.0.26", input_shape=(-1, 3, 64, 96), input_dtype=
 
         trt.IProgressMonitor = IProgressMonitor
     return trt
+
+
+# ---- engines for the C++ TensorRT stand-in -------------------------------------------------------
+# The CUDA emulation build (tools/run_emulated_gpu_tests.sh) compiles csrc/tensorrt/ against
+# csrc/emulation/tensorrt/, whose "engines" are this text (standin.cpp there documents it).
+
+
+def _dims(shape):
+    return ",".join(str(int(d)) for d in shape)
+
+
+def standin_engine(inputs, outputs):
+    """Engine bytes for the C++ stand-in. inputs: [(name, dtype, shape, profile or None)], profile a
+    (min, opt, max) of shapes. outputs: [(name, dtype, shape, (scale, offset, step, cycle))]: element i
+    of batch item b is scale * mean(input item b) + offset + step * (i % cycle) in the output's dtype
+    (integers rounded down), -1 in an output shape taking the input's batch."""
+    lines = ["m2f-tensorrt-standin 1"]
+    for name, dtype, shape, profile in inputs:
+        line = "input {} {} {}".format(name, dtype, _dims(shape))
+        if profile is not None:
+            line += " profile " + " ".join(_dims(s) for s in profile)
+        lines.append(line)
+    for name, dtype, shape, (scale, offset, step, cycle) in outputs:
+        lines.append("output {} {} {} {!r} {!r} {!r} {}".format(name, dtype, _dims(shape), float(scale),
+                                                               float(offset), float(step), int(cycle)))
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def standin_outputs(tensor, outputs):
+    """What the stand-in computes for `tensor` (B, ...): {name: numpy array}, the tests' reference."""
+    import numpy as np
+
+    tensor = np.asarray(tensor, dtype=np.float64)
+    batch = tensor.shape[0]
+    means = tensor.reshape(batch, -1).mean(axis=1)
+    result = {}
+    for name, dtype, shape, (scale, offset, step, cycle) in outputs:
+        item_shape = tuple(batch if d < 0 else d for d in shape)[1:]
+        index = np.arange(int(np.prod(item_shape))) % cycle
+        values = scale * means[:, None] + offset + step * index[None, :]
+        if dtype in ("int32", "int64"):
+            values = np.floor(values)
+        elif dtype in ("bool", "uint8"):
+            values = values > 0
+        result[name] = values.reshape((batch,) + item_shape).astype(dtype)
+    return result

@@ -17,7 +17,12 @@ def test_build_info_reports_version_and_switches():
     assert isinstance(info["cuda"], bool) and isinstance(info["tensorrt"], bool)
     # a TensorRT runner needs the CUDA build, a real one
     assert not info["tensorrt"] or info["cuda"]
-    assert info["cuda_emulation"] is False or (info["cuda"] and not info["tensorrt"])
+    # the emulation build runs the TensorRT layer against its stand-in only, and nothing else does
+    assert info["tensorrt_standin"] is (info["cuda_emulation"] and info["tensorrt"])
+    if info["tensorrt"]:  # which libnvinfer the process loaded, and its version
+        assert info["tensorrt_library"] and re.match(r"^\d+\.\d+\.\d+$", info["tensorrt_runtime_version"])
+    else:
+        assert info["tensorrt_library"] is None and info["tensorrt_runtime_version"] is None
     if info["cuda_emulation"]:
         assert "emulator" in info["gpu_name"]  # never mistaken for a GPU
     if info["cuda"]:

@@ -5,12 +5,15 @@ import io
 import json
 import os
 import sys
+import types
 from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
 
-from m2f_edge import _core, engine_builder as eb
+from m2f_edge import _core
+from m2f_edge.backends import engine_cache
+from m2f_edge.models import tensorrt_build
 
 HAVE_TENSORRT_PY = True
 try:
@@ -41,8 +44,8 @@ def _fake_builder(calls):
 def machine(monkeypatch):
     """A pretend machine: TensorRT 10.3.0 on an Orin; tests change it to see what gets rebuilt."""
     state = {"trt": "10.3.0", "gpu": {"gpu_name": "Orin", "compute_capability": "8.7"}}
-    monkeypatch.setattr(eb, "tensorrt_version", lambda: state["trt"])
-    monkeypatch.setattr(eb, "target_device", lambda dla_core=None: dict(state["gpu"], dla_core=dla_core))
+    monkeypatch.setattr(engine_cache, "tensorrt_version", lambda: state["trt"])
+    monkeypatch.setattr(engine_cache, "target_device", lambda dla_core=None: dict(state["gpu"], dla_core=dla_core))
     return state
 
 
@@ -50,23 +53,23 @@ def machine(monkeypatch):
 
 
 def test_parse_batch_forms():
-    assert eb.parse_batch("1:4:8") == (1, 4, 8)
-    assert eb.parse_batch("4") == (4, 4, 4)
+    assert engine_cache.parse_batch("1:4:8") == (1, 4, 8)
+    assert engine_cache.parse_batch("4") == (4, 4, 4)
     for bad in ("8:4:1", "0:1:2", "1:2", "a:b:c", "1:2:3:4"):
         with pytest.raises(ValueError, match="batch"):
-            eb.parse_batch(bad)
+            engine_cache.parse_batch(bad)
 
 
 def test_build_options_validation():
     with pytest.raises(ValueError, match="gpu_fallback"):
-        eb.BuildOptions(gpu_fallback=True)
+        engine_cache.BuildOptions(gpu_fallback=True)
     with pytest.raises(ValueError, match="workspace"):
-        eb.BuildOptions(workspace_mib=0)
+        engine_cache.BuildOptions(workspace_mib=0)
     with pytest.raises(ValueError, match="dla"):
-        eb.BuildOptions(dla_core=-1)
-    opts = eb.BuildOptions(fp16=False, batch=(1, 2, 4))
+        engine_cache.BuildOptions(dla_core=-1)
+    opts = engine_cache.BuildOptions(fp16=False, batch=(1, 2, 4))
     assert opts.precision == "fp32" and opts.batch == (1, 2, 4)
-    assert eb.BuildOptions().fp32_layers == eb.TAO_FP32_LAYERS
+    assert engine_cache.BuildOptions().fp32_layers == engine_cache.TAO_FP32_LAYERS
 
 
 # ---- cache key --------------------------------------------------------------------------------------
@@ -74,22 +77,22 @@ def test_build_options_validation():
 
 def test_cache_key_depends_on_every_field_and_not_on_order():
     device = {"gpu_name": "Orin", "compute_capability": "8.7", "dla_core": None}
-    base = eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1)))
-    key = eb.cache_key(base)
+    base = engine_cache.engine_metadata("a" * 64, "10.3.0", device, engine_cache.BuildOptions(batch=(1, 1, 1)))
+    key = engine_cache.cache_key(base)
     assert len(key) == 64 and int(key, 16) >= 0
     reordered = json.loads(json.dumps(base, sort_keys=False))
     reordered = dict(reversed(list(reordered.items())))
-    assert eb.cache_key(reordered) == key
+    assert engine_cache.cache_key(reordered) == key
     variants = [
-        eb.engine_metadata("b" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1))),
-        eb.engine_metadata("a" * 64, "8.6.2", device, eb.BuildOptions(batch=(1, 1, 1))),
-        eb.engine_metadata("a" * 64, "10.3.0", dict(device, gpu_name="H100"), eb.BuildOptions(batch=(1, 1, 1))),
-        eb.engine_metadata("a" * 64, "10.3.0", dict(device, dla_core=0), eb.BuildOptions(batch=(1, 1, 1))),
-        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(fp16=False, batch=(1, 1, 1))),
-        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 2, 4))),
-        eb.engine_metadata("a" * 64, "10.3.0", device, eb.BuildOptions(batch=(1, 1, 1), fp32_layers=())),
+        engine_cache.engine_metadata("b" * 64, "10.3.0", device, engine_cache.BuildOptions(batch=(1, 1, 1))),
+        engine_cache.engine_metadata("a" * 64, "8.6.2", device, engine_cache.BuildOptions(batch=(1, 1, 1))),
+        engine_cache.engine_metadata("a" * 64, "10.3.0", dict(device, gpu_name="H100"), engine_cache.BuildOptions(batch=(1, 1, 1))),
+        engine_cache.engine_metadata("a" * 64, "10.3.0", dict(device, dla_core=0), engine_cache.BuildOptions(batch=(1, 1, 1))),
+        engine_cache.engine_metadata("a" * 64, "10.3.0", device, engine_cache.BuildOptions(fp16=False, batch=(1, 1, 1))),
+        engine_cache.engine_metadata("a" * 64, "10.3.0", device, engine_cache.BuildOptions(batch=(1, 2, 4))),
+        engine_cache.engine_metadata("a" * 64, "10.3.0", device, engine_cache.BuildOptions(batch=(1, 1, 1), fp32_layers=())),
     ]
-    keys = {eb.cache_key(v) for v in variants}
+    keys = {engine_cache.cache_key(v) for v in variants}
     assert key not in keys and len(keys) == len(variants)
 
 
@@ -98,7 +101,7 @@ def test_file_sha256_matches_hashlib(tmp_path):
 
     data = os.urandom(3 << 20) + b"tail"
     path = _write(tmp_path / "m.onnx", data)
-    assert eb.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert engine_cache.file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 # ---- sidecar and staleness --------------------------------------------------------------------------
@@ -106,38 +109,38 @@ def test_file_sha256_matches_hashlib(tmp_path):
 
 def test_sidecar_roundtrip_and_staleness(tmp_path):
     device = {"gpu_name": "Orin", "compute_capability": "8.7", "dla_core": None}
-    meta = eb.engine_metadata("c" * 64, "10.3.0", device, eb.BuildOptions())
+    meta = engine_cache.engine_metadata("c" * 64, "10.3.0", device, engine_cache.BuildOptions())
     engine = _write(tmp_path / "m.engine", b"serialized engine bytes")
-    assert eb.engine_staleness(engine, meta).startswith("no readable sidecar")
-    side = eb.write_sidecar(engine, meta)
+    assert engine_cache.engine_staleness(engine, meta).startswith("no readable sidecar")
+    side = engine_cache.write_sidecar(engine, meta)
     assert side == engine + ".json"
-    record = eb.read_sidecar(engine)
-    assert record["key"] == eb.cache_key(meta) and record["metadata"] == meta
+    record = engine_cache.read_sidecar(engine)
+    assert record["key"] == engine_cache.cache_key(meta) and record["metadata"] == meta
     assert record["engine_bytes"] == len(b"serialized engine bytes")
-    assert eb.engine_staleness(engine, meta) is None
+    assert engine_cache.engine_staleness(engine, meta) is None
 
-    newer_trt = eb.engine_metadata("c" * 64, "10.7.0", device, eb.BuildOptions())
-    assert "tensorrt_version" in eb.engine_staleness(engine, newer_trt)
-    other_gpu = eb.engine_metadata("c" * 64, "10.3.0", dict(device, gpu_name="AGX Thor", compute_capability="11.0"),
-                                   eb.BuildOptions())
-    assert "device" in eb.engine_staleness(engine, other_gpu)
+    newer_trt = engine_cache.engine_metadata("c" * 64, "10.7.0", device, engine_cache.BuildOptions())
+    assert "tensorrt_version" in engine_cache.engine_staleness(engine, newer_trt)
+    other_gpu = engine_cache.engine_metadata("c" * 64, "10.3.0", dict(device, gpu_name="AGX Thor", compute_capability="11.0"),
+                                   engine_cache.BuildOptions())
+    assert "device" in engine_cache.engine_staleness(engine, other_gpu)
 
     _write(engine, b"serialized engine bytez")  # same size, different content
-    assert "does not match" in eb.engine_staleness(engine, meta)
+    assert "does not match" in engine_cache.engine_staleness(engine, meta)
     _write(side, b"{not json")
-    assert eb.engine_staleness(engine, meta).startswith("no readable sidecar")
+    assert engine_cache.engine_staleness(engine, meta).startswith("no readable sidecar")
     os.unlink(engine)
-    assert eb.engine_staleness(engine, meta) == "no engine file"
+    assert engine_cache.engine_staleness(engine, meta) == "no engine file"
 
 
 def test_cached_engine_builds_once_then_reuses(tmp_path, machine):
     onnx = _write(tmp_path / "model.onnx", b"onnx-bytes-v1")
     calls = []
-    first = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
+    first = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
                              builder=_fake_builder(calls))
     assert len(calls) == 1 and os.path.isfile(first) and os.path.isfile(first + ".json")
     assert os.path.basename(first).startswith("model-fp16-")
-    again = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
+    again = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(batch=(1, 2, 4)), cache_dir=str(tmp_path / "cache"),
                              builder=_fake_builder(calls))
     assert again == first and len(calls) == 1
     with open(first, "rb") as f:
@@ -149,87 +152,88 @@ def test_cached_engine_rebuilds_stale_and_never_loads_foreign(tmp_path, machine)
     cache = str(tmp_path / "cache")
     calls = []
     build = _fake_builder(calls)
-    first = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    first = tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
 
     # a changed model gets its own engine built from the new bytes
     _write(onnx, b"onnx-bytes-v2")
-    second = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    second = tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
     assert second != first and len(calls) == 2
     with open(second, "rb") as f:
         assert f.read() == b"ENGINE:onnx-bytes-v2:fp16"
 
     # a TensorRT upgrade or another GPU: different key, a new engine is built
     machine["trt"] = "10.7.0"
-    third = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    third = tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
     machine["gpu"] = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
-    fourth = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    fourth = tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
     assert len({first, second, third, fourth}) == 4 and len(calls) == 4
 
     # an engine file tampered with (or copied from elsewhere over the cached one) is rebuilt
     _write(fourth, b"foreign engine from another machine")
-    rebuilt = eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    rebuilt = tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
     assert rebuilt == fourth and len(calls) == 5
     with open(rebuilt, "rb") as f:
         assert f.read() == b"ENGINE:onnx-bytes-v2:fp16"
 
     # a sidecar that names another configuration for the same file name is not trusted
-    record = eb.read_sidecar(rebuilt)
+    record = engine_cache.read_sidecar(rebuilt)
     record["metadata"]["precision"] = "fp32"
-    record["key"] = eb.cache_key(record["metadata"])
+    record["key"] = engine_cache.cache_key(record["metadata"])
     with open(rebuilt + ".json", "w") as f:
         json.dump(record, f)
-    eb.cached_engine(onnx, None, cache_dir=cache, builder=build)
+    tensorrt_build.cached_engine(onnx, None, cache_dir=cache, builder=build)
     assert len(calls) == 6
 
 
 def test_cached_engine_cache_dir_from_environment(tmp_path, machine, monkeypatch):
-    monkeypatch.setenv(eb.CACHE_ENV, str(tmp_path / "env-cache"))
+    monkeypatch.setenv(engine_cache.CACHE_ENV, str(tmp_path / "env-cache"))
     onnx = _write(tmp_path / "model.onnx", b"x")
-    path = eb.cached_engine(onnx, None, builder=_fake_builder([]))
+    path = tensorrt_build.cached_engine(onnx, None, builder=_fake_builder([]))
     assert os.path.dirname(path) == str(tmp_path / "env-cache")
 
 
 def test_cached_engine_missing_model(tmp_path, machine):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        eb.cached_engine(str(tmp_path / "absent.onnx"), None, cache_dir=str(tmp_path), builder=_fake_builder([]))
+        tensorrt_build.cached_engine(str(tmp_path / "absent.onnx"), None, cache_dir=str(tmp_path), builder=_fake_builder([]))
 
 
 @pytest.mark.skipif(HAVE_TENSORRT_PY, reason="TensorRT's Python package is installed here")
 def test_without_tensorrt_building_says_what_is_missing(tmp_path, monkeypatch):
     onnx = _write(tmp_path / "model.onnx", b"x")
-    monkeypatch.setattr(eb, "tensorrt_version", lambda: None)
-    with pytest.raises(eb.TensorRTUnavailableError, match="TensorRT's Python package") as info:
-        eb.cached_engine(onnx, None, cache_dir=str(tmp_path))
+    monkeypatch.setattr(engine_cache, "tensorrt_version", lambda: None)
+    with pytest.raises(tensorrt_build.TensorRTUnavailableError, match="TensorRT's Python package") as info:
+        tensorrt_build.cached_engine(onnx, None, cache_dir=str(tmp_path))
     assert "onnxruntime" in str(info.value)
     with pytest.raises(ImportError, match="tensorrt"):
-        eb.build_engine(onnx, str(tmp_path / "m.engine"))
+        tensorrt_build.build_engine(onnx, str(tmp_path / "m.engine"))
 
 
 # ---- FP32 layer marking (the builder's name match, on a stand-in network) ------------------------------
 
 
-def test_mark_fp32_layers_matches_tao_names_and_skips_integer_layers():
+def test_mark_fp32_layers_follows_taos_rules():
+    """TAO deploy's setLayerPrecisions: by name prefix, skipping constant layers, layers fed by a shape
+    tensor and integer layers, and setting the layer precision only (never output types)."""
     specs = [
         ("/sem_seg_head/predictor/transformer_cross_attention_layers.0/MatMul", ["float16"]),
         ("/sem_seg_head/predictor/transformer_cross_attention_layers.3/Softmax", ["float32", "float16"]),
         ("/post_processor/ReduceSum", ["float32"]),
         ("/post_processor/Div_1", ["float32"]),
         ("/post_processor/Div_2/Cast", ["int32"]),  # a TAO name, integer output: nothing to keep FP32
+        ("/post_processor/Div_3", ["float32"], {"shape_input": True}),  # arithmetic on shapes
+        ("/post_processor/Add_4", ["float32"], {"type": "CONSTANT"}),
+        ("/post_processor/Add_5", ["float32", "int32"]),  # one integer output: an INT32 layer
         ("/backbone/layers.0/Add", ["float16"]),
         ("/sem_seg_head/predictor/transformer_self_attention_layers.0/Add", ["float16"]),
     ]
     trt = make_tensorrt("10.3.0.26", layers=specs)
     network = trt.Builder(trt.Logger()).create_network(0)
-    marked = eb.mark_fp32_layers(network, trt, eb.TAO_FP32_LAYERS)
-    layers = network.layers
-    assert marked == [name for name, _ in specs[:4]]
-    for layer in layers[:4]:
+    marked = tensorrt_build.mark_fp32_layers(network, trt, engine_cache.TAO_FP32_LAYERS)
+    assert marked == [spec[0] for spec in specs[:4]]
+    for layer in network.layers[:4]:
         assert layer.precision == trt.float32
-        assert set(layer.output_types.values()) == {trt.float32}
-        assert set(layer.output_types) == set(range(layer.num_outputs))
     assert set(trt.calls["precision"]) == set(marked)  # no other layer's precision was set
-    for layer in layers[4:]:
-        assert not layer.output_types
+    assert all(not layer.output_types for layer in network.layers)  # output types are TensorRT's choice
 
 
 # ---- the `m2f-edge build` command ---------------------------------------------------------------------
@@ -403,10 +407,10 @@ def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypat
     engine = str(tmp_path / "m.engine")
     cache = str(tmp_path / "timing.cache")
     _write(cache, b"old")
-    opts = eb.BuildOptions(fp16=True, batch=(1, 2, 4), workspace_mib=512, timing_cache=cache)
+    opts = engine_cache.BuildOptions(fp16=True, batch=(1, 2, 4), workspace_mib=512, timing_cache=cache)
     err = io.StringIO()
     with redirect_stderr(err):
-        report = eb.build_with_sidecar(onnx, engine, opts)
+        report = tensorrt_build.build_with_sidecar(onnx, engine, opts)
     calls = trt.calls
     assert calls["plugins"] == 1 and calls["parsed"] == onnx
     # TensorRT 8's ONNX parser needs an explicit-batch network; 10 ignores the flag and 11 has none
@@ -418,7 +422,7 @@ def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypat
         assert calls["flags"] == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
         assert report["fp32_layers_marked"] == ["/post_processor/Div"] and report["precision"] == "fp16"
         assert calls["precision"] == {"/post_processor/Div": trt.float32}
-        assert calls["network"].get_layer(0).output_types == {0: trt.float32}
+        assert calls["network"].get_layer(0).output_types == {}
         assert not report["strongly_typed"] and report["notes"] == []
     else:  # strongly typed: no precision flags or constraints; an FP32 ONNX gives an FP32 engine, said so
         assert calls["flags"] == set() and "precision" not in calls
@@ -435,10 +439,10 @@ def test_build_engine_wiring_dynamic_batch_fp16_timing_cache(tmp_path, monkeypat
     assert calls["set_timing_cache"] == [(b"old", False, True)]
     with open(cache, "rb") as f:
         assert f.read() == b"timing:old"
-    record = eb.read_sidecar(engine)
+    record = engine_cache.read_sidecar(engine)
     assert record["metadata"]["batch"] == [1, 2, 4] and record["metadata"]["precision"] == "fp16"
     assert record["build"]["precision"] == report["precision"]
-    assert eb.engine_staleness(engine, record["metadata"]) is None
+    assert engine_cache.engine_staleness(engine, record["metadata"]) is None
 
 
 def test_build_engine_strongly_typed_fp16_model(tmp_path, monkeypatch, machine):
@@ -446,7 +450,7 @@ def test_build_engine_strongly_typed_fp16_model(tmp_path, monkeypatch, machine):
     trt = make_tensorrt("11.1.0.3", input_dtype="float16", layers=[("/backbone/Conv", ["float16"])])
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     onnx = _write(tmp_path / "m.onnx", b"onnx")
-    report = eb.build_engine(onnx, str(tmp_path / "m.engine"), eb.BuildOptions(batch=(1, 1, 2)), progress=False)
+    report = tensorrt_build.build_engine(onnx, str(tmp_path / "m.engine"), engine_cache.BuildOptions(batch=(1, 1, 2)), progress=False)
     assert report["precision"] == "fp16" and trt.calls["flags"] == set()
     assert all("no float16" not in note for note in report["notes"])
 
@@ -455,8 +459,8 @@ def test_build_engine_strongly_typed_fp16_model(tmp_path, monkeypatch, machine):
 def test_build_engine_fp32(tmp_path, monkeypatch, version):
     trt = make_tensorrt(version, input_shape=(1, 3, 64, 96))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
-                             eb.BuildOptions(fp16=False), progress=False)
+    report = tensorrt_build.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
+                             engine_cache.BuildOptions(fp16=False), progress=False)
     assert report["precision"] == "fp32" and report["notes"] == [] and trt.calls["flags"] == set()
     assert "precision" not in trt.calls and trt.calls["profiles"] == []
 
@@ -466,8 +470,8 @@ def test_build_engine_timing_cache_from_another_machine_starts_fresh(tmp_path, m
     trt = make_tensorrt(version, timing_cache_matches=False)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     cache = _write(tmp_path / "timing.cache", b"foreign")
-    eb.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
-                    eb.BuildOptions(timing_cache=cache), progress=False)
+    tensorrt_build.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"),
+                    engine_cache.BuildOptions(timing_cache=cache), progress=False)
     assert [c[:2] for c in trt.calls["set_timing_cache"]] == [(b"foreign", False), (b"", False)]
     with open(cache, "rb") as f:
         assert f.read() == b"timing:"  # rewritten from the fresh cache
@@ -483,7 +487,7 @@ def test_progress_monitor_never_cancels_on_a_display_error(monkeypatch):
         def flush(self):
             pass
 
-    monitor = eb._progress_monitor_class(trt)(stream=BrokenStream())
+    monitor = tensorrt_build._progress_monitor_class(trt)(stream=BrokenStream())
     monitor.phase_start("Building engine", None, 2)
     assert monitor.step_complete("Building engine", 0) is True
     assert monitor.step_complete("unknown phase", 0) is True
@@ -499,48 +503,50 @@ def test_build_engine_wiring_dla_and_errors(tmp_path, monkeypatch, machine, vers
 
     trt = make_tensorrt(version, input_shape=(1, 3, 64, 96), layers=fp16_layers if strongly_typed else None)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=1, gpu_fallback=True), progress=False)
+    tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(dla_core=1, gpu_fallback=True), progress=False)
     assert trt.calls["device"] == ("DLA", 1) and "GPU_FALLBACK" in trt.calls["flags"]
     assert trt.calls["profiles"] == []  # static batch: no profile
 
-    with pytest.raises(eb.EngineBuildError, match="static batch of 1"):
-        eb.build_engine(onnx, engine, eb.BuildOptions(batch=(1, 2, 4)), progress=False)
-    with pytest.raises(eb.EngineBuildError, match="has 2 DLA cores"):
-        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=5), progress=False)
-    with pytest.raises(eb.EngineBuildError, match="FP16"):
-        eb.build_engine(onnx, engine, eb.BuildOptions(fp16=False, dla_core=0), progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="static batch of 1"):
+        tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(batch=(1, 2, 4)), progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="has 2 DLA cores"):
+        tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(dla_core=5), progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="FP16"):
+        tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(fp16=False, dla_core=0), progress=False)
     if strongly_typed:
         monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))  # an FP32 ONNX
-        with pytest.raises(eb.EngineBuildError, match="holds no float16"):
-            eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
+        with pytest.raises(tensorrt_build.EngineBuildError, match="holds no float16"):
+            tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(dla_core=0), progress=False)
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, dla_cores=0))
-    with pytest.raises(eb.EngineBuildError, match="no DLA cores"):
-        eb.build_engine(onnx, engine, eb.BuildOptions(dla_core=0), progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="no DLA cores"):
+        tensorrt_build.build_engine(onnx, engine, engine_cache.BuildOptions(dla_core=0), progress=False)
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, parse_ok=False))
-    with pytest.raises(eb.EngineBuildError, match="MultiscaleDeformableAttnPlugin_TRT") as info:
-        eb.build_engine(onnx, engine, progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="MultiscaleDeformableAttnPlugin_TRT") as info:
+        tensorrt_build.build_engine(onnx, engine, progress=False)
     assert "libnvinfer_plugin" in str(info.value)
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version, input_shape=(-1, 3, -1, -1)))
-    with pytest.raises(eb.EngineBuildError, match="fixed height and width"):
-        eb.build_engine(onnx, engine, progress=False)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="fixed height and width"):
+        tensorrt_build.build_engine(onnx, engine, progress=False)
 
 
-def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine):
+def test_tensorrt_backend_refuses_foreign_engine_before_loading(tmp_path, machine, monkeypatch):
     from m2f_edge.backends.tensorrt import check_engine_sidecar
+
+    monkeypatch.setattr(engine_cache, "runtime_tensorrt_version", lambda: machine["trt"])  # what the core loads
 
     engine = _write(tmp_path / "m.engine", b"engine")
     check_engine_sidecar(engine)  # no sidecar (e.g. trtexec): left to TensorRT's own check
-    built_here = eb.engine_metadata("d" * 64, "10.3.0", eb.target_device(), eb.BuildOptions())
-    eb.write_sidecar(engine, built_here)
+    built_here = engine_cache.engine_metadata("d" * 64, "10.3.0", engine_cache.target_device(), engine_cache.BuildOptions())
+    engine_cache.write_sidecar(engine, built_here)
     check_engine_sidecar(engine)
-    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "8.6.2", eb.target_device(), eb.BuildOptions()))
+    engine_cache.write_sidecar(engine, engine_cache.engine_metadata("d" * 64, "8.6.2", engine_cache.target_device(), engine_cache.BuildOptions()))
     with pytest.raises(RuntimeError, match="TensorRT 8.6.2.*TensorRT 10.3.0"):
         check_engine_sidecar(engine)
-    other = dict(eb.target_device(), gpu_name="NVIDIA H100", compute_capability="9.0")
-    eb.write_sidecar(engine, eb.engine_metadata("d" * 64, "10.3.0", other, eb.BuildOptions()))
+    other = dict(engine_cache.target_device(), gpu_name="NVIDIA H100", compute_capability="9.0")
+    engine_cache.write_sidecar(engine, engine_cache.engine_metadata("d" * 64, "10.3.0", other, engine_cache.BuildOptions()))
     with pytest.raises(RuntimeError, match="built for NVIDIA H100.*this GPU is Orin"):
         check_engine_sidecar(engine)
 
@@ -554,7 +560,7 @@ def test_build_command_writes_engine_and_sidecar(tmp_path, monkeypatch, machine,
     assert status == 0, err
     engine = str(tmp_path / "model.fp16.engine")
     assert "wrote " + engine in capsys.readouterr().out
-    assert os.path.isfile(engine) and eb.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
+    assert os.path.isfile(engine) and engine_cache.read_sidecar(engine)["metadata"]["batch"] == [1, 1, 2]
     assert os.path.isfile(str(tmp_path / "t.cache"))
 
 
@@ -582,24 +588,24 @@ def test_cached_engine_sidecar_carries_onnx_metadata(tmp_path, machine):
     expected = _ort_metadata(onnx)
     assert expected["m2f_edge.no_object_index"] == "-1"
     calls = []
-    engine = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
-    assert eb.read_sidecar(engine)["model_metadata"] == expected
-    assert eb.engine_model_metadata(engine) == expected
+    engine = tensorrt_build.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert engine_cache.read_sidecar(engine)["model_metadata"] == expected
+    assert engine_cache.engine_model_metadata(engine) == expected
 
     # an engine cached before the sidecar carried metadata gets it added, without a rebuild
-    record = eb.read_sidecar(engine)
+    record = engine_cache.read_sidecar(engine)
     del record["model_metadata"]
     with open(engine + ".json", "w") as f:
         json.dump(record, f)
-    assert eb.engine_model_metadata(engine) == {}
-    again = eb.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
+    assert engine_cache.engine_model_metadata(engine) == {}
+    again = tensorrt_build.cached_engine(onnx, None, cache_dir=str(tmp_path / "cache"), builder=_fake_builder(calls))
     assert again == engine and len(calls) == 1
-    assert eb.engine_model_metadata(engine) == expected and eb.engine_staleness(engine, record["metadata"]) is None
+    assert engine_cache.engine_model_metadata(engine) == expected and engine_cache.engine_staleness(engine, record["metadata"]) is None
 
 
 def test_onnx_metadata_of_a_file_that_is_not_onnx(tmp_path):
-    assert eb.onnx_model_metadata(_write(tmp_path / "m.onnx", b"\xff\xfe not protobuf")) == {}
-    assert eb.engine_model_metadata(str(tmp_path / "absent.engine")) == {}
+    assert engine_cache.onnx_model_metadata(_write(tmp_path / "m.onnx", b"\xff\xfe not protobuf")) == {}
+    assert engine_cache.engine_model_metadata(str(tmp_path / "absent.engine")) == {}
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "11.1.0.3"])
@@ -610,12 +616,12 @@ def test_build_command_sidecar_carries_onnx_metadata(tmp_path, monkeypatch, mach
     status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress"])
     assert status == 0, err
     engine = str(tmp_path / "hf_raw.fp16.engine")
-    assert eb.engine_model_metadata(engine) == _ort_metadata(onnx)
+    assert engine_cache.engine_model_metadata(engine) == _ort_metadata(onnx)
     out = capsys.readouterr().out
     assert "(fp16," in out
     if version.startswith("11."):  # strongly typed: the FP32 ONNX was converted to FP16 first, and the user is told
         assert "strongly typed" in err and "converted to FP16" in err
-        assert eb.read_sidecar(engine)["build"]["fp16_conversion"]["converted"] is True
+        assert engine_cache.read_sidecar(engine)["build"]["fp16_conversion"]["converted"] is True
     # --no-auto-fp16: TensorRT 11 then builds the FP32 ONNX as it is (an FP32 engine, said so)
     status, err = _cli(["build", onnx, "--batch", "1:1:2", "--no-progress", "--no-auto-fp16", "-o",
                         str(tmp_path / "plain.engine")])
@@ -623,7 +629,7 @@ def test_build_command_sidecar_carries_onnx_metadata(tmp_path, monkeypatch, mach
     out = capsys.readouterr().out
     if version.startswith("11."):
         assert "(fp32," in out and "no float16 tensors" in err
-        assert "fp16_conversion" not in eb.read_sidecar(str(tmp_path / "plain.engine"))["build"]
+        assert "fp16_conversion" not in engine_cache.read_sidecar(str(tmp_path / "plain.engine"))["build"]
     else:
         assert "(fp16," in out
 
@@ -689,7 +695,7 @@ def test_tensorrt_backend_metadata_gives_the_onnxruntime_settings(tmp_path, mach
     from tiny_models import make_test_frame, mask_iou
 
     onnx = _raw_onnx(tmp_path, num_classes=3, no_object_index=-1)
-    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+    engine = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
                               builder=_fake_builder([]))
     backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
     assert backend.metadata == _ort_metadata(onnx)
@@ -726,10 +732,10 @@ def test_tensorrt_backend_metadata_gives_the_onnxruntime_settings(tmp_path, mach
 
 
 def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
-    from m2f_edge.bench.runner import _backend_timings
+    from m2f_edge.runners import HostRunner, Job
 
     onnx = _raw_onnx(tmp_path)
-    engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
+    engine = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"),
                               builder=_fake_builder([]))
     backend = _fake_tensorrt_backend(monkeypatch, engine, onnx)
     assert backend.last_timings() is None  # nothing ran yet
@@ -739,12 +745,16 @@ def test_tensorrt_backend_last_timings(tmp_path, machine, monkeypatch):
     backend.run_device(tensor, synchronize=False)
     assert backend.last_timings() == {"enqueue_ms": 0.25, "gpu_ms": None}  # not waited for
 
-    class Seg:
-        pass
+    class Seg:  # what the host runner's infer step needs of a Segmenter
+        def infer(self, tensor):
+            return backend.run(tensor)
 
     seg = Seg()
     seg.backend = backend
-    assert _backend_timings(seg) == {"enqueue_ms": 0.25, "gpu_ms": None}
+    job = Job([tensor[0]])
+    job.prepared = types.SimpleNamespace(tensor=tensor)
+    HostRunner(seg)._infer(job)  # the host runner hands the backend's own timings to the bench
+    assert job.timings["enqueue_ms"] == 0.25 and job.timings["gpu_ms"] == 1.5
 
 
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.1.0.3"])
@@ -754,8 +764,8 @@ def test_cached_engine_records_what_was_built(tmp_path, monkeypatch, machine, ve
     onnx = _raw_onnx(tmp_path)
     err = io.StringIO()
     with redirect_stderr(err):
-        engine = eb.cached_engine(onnx, eb.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"))
-    record = eb.read_sidecar(engine)
+        engine = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(batch=(1, 1, 2)), cache_dir=str(tmp_path / "cache"))
+    record = engine_cache.read_sidecar(engine)
     assert record["metadata"]["precision"] == "fp16"  # what was asked (the cache key)
     # what was built: FP16 both times; TensorRT 11 from the FP16 conversion of the ONNX, recorded
     assert record["build"]["precision"] == "fp16"
@@ -782,17 +792,17 @@ def test_cache_key_holds_the_fp16_conversion_choice_where_it_matters():
     from m2f_edge.models.fp16 import RECIPE_VERSION
 
     def key(trt, **kw):
-        return eb.cache_key(eb.engine_metadata("a" * 64, trt, device, eb.BuildOptions(**kw)))
+        return engine_cache.cache_key(engine_cache.engine_metadata("a" * 64, trt, device, engine_cache.BuildOptions(**kw)))
 
-    meta = eb.engine_metadata("a" * 64, "11.4.1", device, eb.BuildOptions())
+    meta = engine_cache.engine_metadata("a" * 64, "11.4.1", device, engine_cache.BuildOptions())
     assert meta["onnx_fp16_conversion"] == {"auto": True, "recipe": RECIPE_VERSION}
     assert key("11.4.1") != key("11.4.1", auto_fp16=False)
     # FP32 builds and TensorRT < 11 do not convert: the choice stays out of their keys (cached engines keep theirs)
-    assert "onnx_fp16_conversion" not in eb.engine_metadata("a" * 64, "11.4.1", device, eb.BuildOptions(fp16=False))
+    assert "onnx_fp16_conversion" not in engine_cache.engine_metadata("a" * 64, "11.4.1", device, engine_cache.BuildOptions(fp16=False))
     assert key("11.4.1", fp16=False) == key("11.4.1", fp16=False, auto_fp16=False)
     for trt in ("8.5.2", "10.3.0", "10.16.0", None):
         assert key(trt) == key(trt, auto_fp16=False)
-        assert "onnx_fp16_conversion" not in eb.engine_metadata("a" * 64, trt, device, eb.BuildOptions())
+        assert "onnx_fp16_conversion" not in engine_cache.engine_metadata("a" * 64, trt, device, engine_cache.BuildOptions())
 
 
 def test_cached_engine_rebuilds_when_the_conversion_choice_changes(tmp_path, machine):
@@ -800,10 +810,10 @@ def test_cached_engine_rebuilds_when_the_conversion_choice_changes(tmp_path, mac
     onnx = _write(tmp_path / "model.onnx", b"onnx-bytes")
     calls = []
     cache = str(tmp_path / "cache")
-    first = eb.cached_engine(onnx, eb.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls))
-    second = eb.cached_engine(onnx, eb.BuildOptions(auto_fp16=False), cache_dir=cache, builder=_fake_builder(calls))
+    first = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls))
+    second = tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(auto_fp16=False), cache_dir=cache, builder=_fake_builder(calls))
     assert first != second and len(calls) == 2
-    assert eb.cached_engine(onnx, eb.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls)) == first
+    assert tensorrt_build.cached_engine(onnx, engine_cache.BuildOptions(), cache_dir=cache, builder=_fake_builder(calls)) == first
     assert len(calls) == 2
 
 
@@ -815,7 +825,7 @@ def test_build_engine_tensorrt11_parses_the_fp16_conversion(tmp_path, monkeypatc
     with open(onnx_path, "rb") as f:
         before = f.read()
     engine = str(tmp_path / "m.engine")
-    report = eb.build_with_sidecar(onnx_path, engine, eb.BuildOptions(batch=(1, 1, 2)), progress=False)
+    report = tensorrt_build.build_with_sidecar(onnx_path, engine, engine_cache.BuildOptions(batch=(1, 1, 2)), progress=False)
     parsed = trt.calls["parsed"]
     assert parsed != onnx_path and parsed.endswith("tao_like.fp16.onnx")
     assert not os.path.exists(parsed) and not os.path.exists(os.path.dirname(parsed))  # the temporary copy is gone
@@ -831,18 +841,18 @@ def test_build_engine_tensorrt11_parses_the_fp16_conversion(tmp_path, monkeypatc
         assert layers[name].get_output(0).dtype == trt.float16, name
     assert report["precision"] == "fp16" and trt.calls["flags"] == set()
     conversion = report["fp16_conversion"]
-    assert conversion["converted"] is True and conversion["keep_prefixes"] == list(eb.TAO_FP32_LAYERS)
+    assert conversion["converted"] is True and conversion["keep_prefixes"] == list(engine_cache.TAO_FP32_LAYERS)
     assert "/post_processor/Div" in conversion["kept_fp32"]["name"]
     assert any("converted to FP16" in n for n in report["notes"])
     assert not any("no float16" in n for n in report["notes"])
-    record = eb.read_sidecar(engine)
+    record = engine_cache.read_sidecar(engine)
     assert record["build"]["fp16_conversion"] == json.loads(json.dumps(conversion))
     assert record["metadata"]["onnx_fp16_conversion"]["auto"] is True
 
     # --no-fp32-layers reaches the converter: only the op-type rules keep nodes FP32 then
     trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(batch=(1, 1, 2), fp32_layers=()), progress=False)
+    report = tensorrt_build.build_engine(onnx_path, engine, engine_cache.BuildOptions(batch=(1, 1, 2), fp32_layers=()), progress=False)
     assert "name" not in report["fp16_conversion"]["kept_fp32"]
     layers = {trt.calls["network"].get_layer(i).name: trt.calls["network"].get_layer(i)
               for i in range(trt.calls["network"].num_layers)}
@@ -854,7 +864,7 @@ def test_build_engine_tensorrt11_conversion_off_or_not_needed(tmp_path, monkeypa
     engine = str(tmp_path / "m.engine")
     trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(auto_fp16=False), progress=False)
+    report = tensorrt_build.build_engine(onnx_path, engine, engine_cache.BuildOptions(auto_fp16=False), progress=False)
     assert trt.calls["parsed"] == onnx_path and report["precision"] == "fp32"
     assert "fp16_conversion" not in report and "no float16 tensors" in report["notes"][0]
 
@@ -866,14 +876,14 @@ def test_build_engine_tensorrt11_conversion_off_or_not_needed(tmp_path, monkeypa
     onnx.save(convert_float16(onnx.load(onnx_path))[0], half)
     trt = make_tensorrt("11.1.0.3", input_shape=(-1, 3, 272, 272), from_onnx=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(half, engine, eb.BuildOptions(), progress=False)
+    report = tensorrt_build.build_engine(half, engine, engine_cache.BuildOptions(), progress=False)
     assert trt.calls["parsed"] == half and report["precision"] == "fp16"
     assert report["fp16_conversion"] == {"converted": False, "reason": "the ONNX already holds float16 tensors"}
 
     # TensorRT 10 keeps its builder flag and precision constraints: no conversion
     trt = make_tensorrt("10.3.0.26", input_shape=(-1, 3, 272, 272), from_onnx=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(onnx_path, engine, eb.BuildOptions(), progress=False)
+    report = tensorrt_build.build_engine(onnx_path, engine, engine_cache.BuildOptions(), progress=False)
     assert trt.calls["parsed"] == onnx_path and "fp16_conversion" not in report
     assert "/post_processor/Div" in report["fp32_layers_marked"] and trt.calls["flags"] == {
         "FP16", "OBEY_PRECISION_CONSTRAINTS"}
@@ -882,7 +892,7 @@ def test_build_engine_tensorrt11_conversion_off_or_not_needed(tmp_path, monkeypa
     junk = _write(tmp_path / "junk.onnx", b"\xff\xfe not protobuf")
     trt = make_tensorrt("11.1.0.3")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    report = eb.build_engine(junk, engine, eb.BuildOptions(), progress=False)
+    report = tensorrt_build.build_engine(junk, engine, engine_cache.BuildOptions(), progress=False)
     assert trt.calls["parsed"] == junk and "not readable as ONNX" in report["fp16_conversion"]["reason"]
 
 
@@ -891,12 +901,12 @@ def test_build_engine_tensorrt11_dla_with_the_conversion(tmp_path, monkeypatch, 
     trt = make_tensorrt("11.1.0.3", input_shape=(1, 3, 272, 272), from_onnx=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     # the stand-in's network comes from the parsed file: the converted one holds float16, so DLA may build
-    eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(dla_core=0, gpu_fallback=True),
+    tensorrt_build.build_engine(onnx_path, str(tmp_path / "m.engine"), engine_cache.BuildOptions(dla_core=0, gpu_fallback=True),
                     progress=False)
     assert trt.calls["device"] == ("DLA", 0)
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("11.1.0.3", from_onnx=True))
-    with pytest.raises(eb.EngineBuildError, match="holds no float16"):
-        eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(dla_core=0, auto_fp16=False),
+    with pytest.raises(tensorrt_build.EngineBuildError, match="holds no float16"):
+        tensorrt_build.build_engine(onnx_path, str(tmp_path / "m.engine"), engine_cache.BuildOptions(dla_core=0, auto_fp16=False),
                         progress=False)
 
 
@@ -905,5 +915,74 @@ def test_build_engine_tensorrt11_without_the_onnx_package(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("11.1.0.3", from_onnx=True))
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
     with pytest.raises(ImportError, match="needs the onnx package") as info:
-        eb.build_engine(onnx_path, str(tmp_path / "m.engine"), eb.BuildOptions(), progress=False)
+        tensorrt_build.build_engine(onnx_path, str(tmp_path / "m.engine"), engine_cache.BuildOptions(), progress=False)
     assert "--no-auto-fp16" in str(info.value)
+
+
+@pytest.mark.parametrize("version", [v for v in VERSIONS if _major(v) < 11])
+def test_build_engine_retries_with_preferred_precision_constraints(tmp_path, monkeypatch, machine, version):
+    trt = make_tensorrt(version, obey_fails=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    with redirect_stderr(io.StringIO()):
+        report = tensorrt_build.build_engine(onnx, str(tmp_path / "m.engine"), engine_cache.BuildOptions(fp16=True), progress=False)
+    assert trt.calls["builds"] == [["FP16", "OBEY_PRECISION_CONSTRAINTS"], ["FP16", "PREFER_PRECISION_CONSTRAINTS"]]
+    assert report["fp32_layers_marked"] == ["/post_processor/Div"]
+    assert any("preferred" in note for note in report["notes"])
+
+
+def test_build_engine_without_fp32_layers_is_not_retried(tmp_path, monkeypatch, machine):
+    trt = make_tensorrt("10.3.0.26", parse_ok=True, layers=[("/backbone/Conv", ["float32"])])
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.Builder.build_serialized_network = lambda self, network, config: trt.calls["builds"].append(1)
+    with pytest.raises(tensorrt_build.EngineBuildError, match="failed to build"):
+        tensorrt_build.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    assert trt.calls["builds"] == [1]
+
+
+# ---- TensorRT's loggers and versions (issue 15 items 1 and 3) -----------------------------------------
+
+
+def test_the_builders_logger_outlives_the_build_and_plugins_are_initialised_once(tmp_path, monkeypatch, machine):
+    """The plugin library keeps the logger of its init call for the life of the process."""
+    import gc
+
+    trt = make_tensorrt("10.3.0.26")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx = _write(tmp_path / "m.onnx", b"onnx")
+    for name in ("a.engine", "b.engine"):
+        with redirect_stderr(io.StringIO()):
+            tensorrt_build.build_engine(onnx, str(tmp_path / name), progress=False)
+    gc.collect()
+    assert trt.calls["plugins"] == 1
+    (logger,) = [ref() for ref in trt.calls["plugin_loggers"]]
+    assert logger is not None  # still alive after both builds returned
+
+
+def _core_runs_tensorrt(monkeypatch, version):
+    monkeypatch.setattr(_core.tensorrt, "available", True, raising=False)
+    monkeypatch.setattr(_core.tensorrt, "version", lambda: version, raising=False)
+
+
+def test_build_refuses_a_builder_of_another_tensorrt_than_the_runner(tmp_path, monkeypatch):
+    trt = make_tensorrt("10.3.0.26")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _core_runs_tensorrt(monkeypatch, "10.4.0")
+    with pytest.raises(tensorrt_build.EngineBuildError) as error:
+        tensorrt_build.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    message = str(error.value)
+    assert "10.3.0" in message and "10.4.0" in message and "pip install 'tensorrt==10.4.0.*'" in message
+    assert not os.path.exists(str(tmp_path / "m.engine")) and trt.calls.get("network") is None
+    _core_runs_tensorrt(monkeypatch, "10.3.0")  # the same TensorRT: builds
+    with redirect_stderr(io.StringIO()):
+        tensorrt_build.build_engine(_write(tmp_path / "m.onnx", b"onnx"), str(tmp_path / "m.engine"), progress=False)
+    assert os.path.exists(str(tmp_path / "m.engine"))
+
+
+def test_the_cache_is_keyed_on_the_builders_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.3.0.26"))
+    _core_runs_tensorrt(monkeypatch, "10.4.0")
+    assert engine_cache.tensorrt_version() == "10.3.0"
+    assert engine_cache.runtime_tensorrt_version() == "10.4.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no Python package: engines were built by the runtime's
+    assert engine_cache.tensorrt_version() == "10.4.0"

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from m2f_edge.engine_builder import TAO_FP32_LAYERS
+from m2f_edge.tao import TAO_FP32_LAYERS
 from m2f_edge.models.fp16 import (FLOAT16_MAX, FP32_OP_TYPES, METADATA_KEY, convert_float16, model_has_float16,
                                   tensor_types)
 from m2f_edge.models.portable import PLUGIN_OP_TYPE

@@ -664,7 +664,8 @@ def _build_tiny_engine(tmp_path_factory, folder_name, batch=None):
         pytest.skip("m2f_edge built without TensorRT")
     pytest.importorskip("tensorrt")
     import tiny_models
-    from m2f_edge.engine_builder import BuildOptions, build_with_sidecar
+    from m2f_edge.backends.engine_cache import BuildOptions
+    from m2f_edge.models.tensorrt_build import build_with_sidecar
 
     folder = tmp_path_factory.mktemp(folder_name)
     onnx_path = str(folder / "deployable.onnx")

@@ -80,7 +80,7 @@ for version in "${versions[@]}"; do
   # the CUDA emulation build (M2F_CUDA=EMULATE): kernels as C++, csrc/emulation/ as the runtime
   for source in csrc/cuda/*.cu csrc/emulation/*.cpp; do
     kernel_flags=()
-    [[ "$source" == *.cu ]] && kernel_flags=(-x c++ -include m2f/cuda/emulation.hpp)
+    [[ "$source" == *.cu ]] && kernel_flags=(-x c++ -include emulation/emulation.hpp)
     out="$(g++-11 -std=c++17 -fsyntax-only -Wall -Wextra -isystem "$root/include" -Icsrc/include -Icsrc \
       -DM2F_WITH_CUDA=1 -DM2F_CUDA_EMULATION=1 "${kernel_flags[@]}" "$source" 2>&1 || true)"
     report "CUDA $version g++-11 emulation $source" "$out"

@@ -4,7 +4,8 @@
 # folder holding NvInfer.h, NvInferPlugin.h and NvInferVersion.h (for example the include/ folder
 # of a TensorRT tarball, or of a checkout of github.com/NVIDIA/TensorRT at a release tag).
 # The libraries are stood in for by empty shared objects, so the module links but cannot be
-# imported: this checks the API we call, not its behaviour. Any warning from our files fails it.
+# imported: this checks the API we call, not its behaviour. Any warning from our files fails it, and
+# so does a module whose RPATH lacks the stand-in root's lib/ (a tarball install must import).
 #   tools/check_tensorrt_api.sh /opt/trt-8.5/include /opt/trt-10.3/include
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,11 @@ for include_dir in "$@"; do
       echo "TensorRT $version ($include_dir): compiled WITH WARNINGS in our files:"
       grep -E -A3 "(warning|error)" "$build.log" | grep -v "^--$" | head -40
       status=1
+    elif ! readelf -d "$build"/_core*.so | grep -E "R(UN)?PATH" | grep -q "$root/lib"; then
+      echo "TensorRT $version ($include_dir): the module's RPATH lacks $root/lib"
+      status=1
     else
-      echo "TensorRT $version ($include_dir): compiled and linked, no warnings"
+      echo "TensorRT $version ($include_dir): compiled and linked, no warnings, RPATH to TensorRT's lib/"
     fi
   else
     echo "TensorRT $version ($include_dir): FAILED"

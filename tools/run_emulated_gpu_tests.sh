@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU tests on a machine without a GPU: builds the core with M2F_CUDA=EMULATE (the .cu kernels
-# compiled as C++, run thread by thread on the CPU; see csrc/include/m2f/cuda/emulation.hpp for what
-# that checks and what it cannot) into build/emulated/, a copy of the package that leaves the
+# compiled as C++, run thread by thread on the CPU; see csrc/emulation/emulation.hpp for what
+# that checks and what it cannot; the TensorRT layer runs against the stand-in of
+# csrc/emulation/tensorrt/) into build/emulated/, a copy of the package that leaves the
 # checkout's m2f_edge/ alone, then runs the tests marked `gpu` against it.
 #   tools/run_emulated_gpu_tests.sh [pytest arguments...]
 #   M2F_EMULATED_GPU=integrated tools/run_emulated_gpu_tests.sh   # a Jetson-like device model
@@ -33,7 +34,7 @@ find "$package_copy/m2f_edge" \( -name '_core*.so' -o -name '__pycache__' \) -pr
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKBUILD_PROJECT_VERSION="$version" \
-  -DM2F_CUDA=EMULATE -DM2F_TENSORRT=OFF -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$package_copy/m2f_edge" \
+  -DM2F_CUDA=EMULATE -DM2F_TENSORRT=AUTO -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$package_copy/m2f_edge" \
   -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$py")" "${sanitizer_flags[@]}" \
   >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j "${JOBS:-$(nproc)}"

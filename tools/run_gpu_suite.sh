@@ -67,13 +67,33 @@ if ! "$py" -c "import sys, m2f_edge; sys.exit(0 if m2f_edge.build_info().get('gp
   status=1
 fi
 
+stage "TensorRT first: two engines around a Python build in one process; the X->Y->X batch sequence"
+# (issue 15 items 1 and 4: a crash or a stale CUDA graph shows here before anything else runs)
+timeout --signal=INT --kill-after=20 "$(stage_limit 120)" \
+  "$py" -m pytest tests/test_tensorrt_device.py -m gpu "${pytest_args[@]}" --junitxml="$out/tensorrt-first.xml" || status=1
+
 stage "GPU tests (kernels vs CPU twins, zero-copy inputs, TensorRT runner where built)"
 timeout --signal=INT --kill-after=20 "$(stage_limit 300)" \
   "$py" -m pytest tests -m gpu "${pytest_args[@]}" --junitxml="$out/gpu-tests.xml" || status=1
 
 stage "GPU benchmark"
+# with TensorRT: the tiny deployable engine, to compare mapped outputs with device buffers + a copy
+engine_args=()
+if "$py" - "$out/tiny.engine" <<'PYEOF'
+import sys
+sys.path.insert(0, "tests")
+from m2f_edge import _core
+if not getattr(_core.tensorrt, "available", False):
+    sys.exit(1)
+import tiny_models
+from m2f_edge.backends.engine_cache import BuildOptions
+from m2f_edge.models.tensorrt_build import build_with_sidecar
+tiny_models.make_deployable_model(sys.argv[1] + ".onnx")
+build_with_sidecar(sys.argv[1] + ".onnx", sys.argv[1], BuildOptions(fp16=False), progress=False)
+PYEOF
+then engine_args=(--engine "$out/tiny.engine"); fi
 timeout --signal=INT --kill-after=20 "$(stage_limit 150)" \
-  "$py" benchmarks/bench_gpu.py --repeat 20 --json "$out/bench_gpu.json" | tee "$out/bench_gpu.txt"
+  "$py" benchmarks/bench_gpu.py --repeat 20 "${engine_args[@]}" --json "$out/bench_gpu.json" | tee "$out/bench_gpu.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 stage "the CPU suite against the CUDA build"

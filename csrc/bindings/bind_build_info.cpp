@@ -1,6 +1,9 @@
 #include <pybind11/pybind11.h>
 
 #include "m2f/device_query.hpp"
+#ifdef M2F_WITH_TENSORRT
+#include "tensorrt/trt_runner.hpp"
+#endif
 
 namespace py = pybind11;
 
@@ -32,9 +35,20 @@ void bind_build_info(py::module_& m) {
 #ifdef M2F_WITH_TENSORRT
         info["tensorrt"] = true;
         info["tensorrt_version"] = M2F_TENSORRT_VERSION;
+        // what the process loaded, which may not be what the core was built against
+        info["tensorrt_runtime_version"] = trt::runtime_version();
+        const std::string library = trt::runtime_library();
+        info["tensorrt_library"] = library.empty() ? py::object(py::none()) : py::object(py::str(library));
 #else
         info["tensorrt"] = false;
         info["tensorrt_version"] = py::none();
+        info["tensorrt_runtime_version"] = py::none();
+        info["tensorrt_library"] = py::none();
+#endif
+#ifdef M2F_TENSORRT_STANDIN
+        info["tensorrt_standin"] = true;  // the emulation build's TensorRT stand-in, never a product build
+#else
+        info["tensorrt_standin"] = false;
 #endif
         GpuInfo gpu;
         {

@@ -15,6 +15,7 @@
 #ifdef M2F_WITH_CUDA
 #include "bindings/array_view.hpp"
 #include "bindings/cuda_array.hpp"
+#include "bindings/frame_views.hpp"
 #include "m2f/cuda/ops.hpp"
 #endif
 
@@ -281,40 +282,9 @@ void bind_cuda(py::module_& g) {
         options.mean = mean;
         options.stddev = stddev;
         // --- sizes: a list of frames, or one array (H, W), (H, W, C) or (B, H, W, C)
-        std::vector<BorrowedView> borrowed;
-        py::list items;
-        if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames)) {
-          items = py::list(frames);
-        } else {
-          items.append(frames);
-        }
-        std::vector<TensorView> views;
-        for (std::size_t i = 0; i < items.size(); ++i) {
-          borrowed.push_back(device_input(items[i], "frames", stream));
-          TensorView v = borrowed.back().view;
-          if (v.ndim == 2) {  // (H, W) gray
-            v.ndim = 3;
-            v.shape[2] = 1;
-            v.strides[2] = 1;
-          }
-          if (v.ndim == 4) {
-            for (std::int64_t b = 0; b < v.shape[0]; ++b) {
-              TensorView f;
-              f.data = static_cast<char*>(v.data) + b * v.strides[0];
-              f.dtype = v.dtype;
-              f.device = v.device;
-              f.device_id = v.device_id;
-              f.ndim = 3;
-              for (int d = 0; d < 3; ++d) {
-                f.shape[d] = v.shape[d + 1];
-                f.strides[d] = v.strides[d + 1];
-              }
-              views.push_back(f);
-            }
-          } else {
-            views.push_back(v);
-          }
-        }
+        FrameViews in = frame_views(frames, [&](const py::handle& f) { return device_input(f, "frames", stream); });
+        const std::vector<BorrowedView>& borrowed = in.borrowed;
+        const std::vector<TensorView>& views = in.frames;
         BorrowedView out_view = gpu_view_of(out, "out", stream);
         // Inputs this call borrowed through DLPack or copied from the host are released on return:
         // the kernels must have read them by then.

@@ -4,18 +4,25 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #ifdef M2F_WITH_TENSORRT
 #include "bindings/array_view.hpp"
 #include "bindings/cuda_array.hpp"
+#include "bindings/frame_views.hpp"
+#include "tensorrt/engine_io.hpp"
 #include "tensorrt/trt_pipeline.hpp"
 #include "tensorrt/trt_runner.hpp"
+#endif
+#ifdef M2F_TENSORRT_STANDIN
+#include <NvInfer.h>  // the stand-in's standin_logger_count
 #endif
 
 namespace py = pybind11;
@@ -37,9 +44,52 @@ py::object to_tuple(const std::vector<std::int64_t>& v) {
   return std::move(t);
 }
 
-// Owns the runner plus a small pool of output buffers per tensor: a buffer goes back to the pool
-// only when Python no longer holds it (its refcount is the pool's own), so results handed out are
-// never overwritten by a later call.
+// The settings Pipeline.update() takes, by the names of Pipeline's constructor arguments.
+constexpr const char* kSettingNames =
+    "score_threshold, max_instances, no_object_index, topk, mean, std, resize, color";
+
+void apply_setting(trt::PipelineSettings& s, const std::string& name, const py::handle& value) {
+  try {
+    if (name == "score_threshold") {
+      s.selection.score_threshold = value.cast<float>();
+    } else if (name == "max_instances") {
+      s.selection.max_instances = value.cast<int>();
+    } else if (name == "no_object_index") {
+      s.raw.no_object_index = value.cast<int>();
+    } else if (name == "topk") {
+      s.raw.topk = value.cast<int>();
+    } else if (name == "mean") {
+      s.preprocess.mean = value.cast<std::array<float, 3>>();
+    } else if (name == "std") {
+      s.preprocess.stddev = value.cast<std::array<float, 3>>();
+    } else if (name == "resize") {
+      s.preprocess.resize = parse_resize_mode(value.cast<std::string>());
+    } else if (name == "color") {
+      s.preprocess.color = parse_color_order(value.cast<std::string>());
+    } else {
+      throw py::type_error("update(): no setting '" + name + "' (settings: " + kSettingNames + ")");
+    }
+  } catch (const py::cast_error&) {
+    throw py::type_error("argument '" + name + "': cannot take " + py::repr(value).cast<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error("argument '" + name + "': " + e.what());
+  }
+}
+
+py::dict settings_to_python(const trt::PipelineSettings& s) {
+  py::dict d;
+  d["score_threshold"] = s.selection.score_threshold;
+  d["max_instances"] = s.selection.max_instances;
+  d["no_object_index"] = s.raw.no_object_index;
+  d["topk"] = s.raw.topk;
+  d["mean"] = py::make_tuple(s.preprocess.mean[0], s.preprocess.mean[1], s.preprocess.mean[2]);
+  d["std"] = py::make_tuple(s.preprocess.stddev[0], s.preprocess.stddev[1], s.preprocess.stddev[2]);
+  d["resize"] = resize_mode_name(s.preprocess.resize);
+  d["color"] = color_order_name(s.preprocess.color);
+  return d;
+}
+
+// The runner, what it keeps between calls (trt::EngineIO) and its output pool.
 class Engine {
  public:
   Engine(const std::string& bytes, int dla_core, int device, bool use_cuda_graph)
@@ -47,66 +97,39 @@ class Engine {
     runner_.set_use_cuda_graph(use_cuda_graph);
   }
   trt::Runner& runner() { return runner_; }
+  trt::EngineIO& io() { return io_; }
 
-  py::object output_buffer(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype) {
-    auto& pool = pool_[name];
-    for (auto& held : pool) {
-      const auto& a = held.cast<const DeviceArray&>();
-      if (held.ref_count() == 1 && a.shape() == shape && a.dtype() == dtype) return held;
-    }
-    py::object fresh = py::cast(std::make_shared<DeviceArray>(shape, dtype, mapped_outputs_));
-    if (pool.size() < kPoolSize) pool.push_back(fresh);
-    return fresh;
+  std::shared_ptr<DeviceArray> output_buffer(const std::string& name, const std::vector<std::int64_t>& shape,
+                                             DType dtype) {
+    return outputs_.take(
+        name, [&](const DeviceArray& a) { return a.shape() == shape && a.dtype() == dtype && a.mapped() == mapped_; },
+        [&] { return std::make_shared<DeviceArray>(shape, dtype, mapped_); });
   }
-  void set_mapped_outputs(bool mapped) { mapped_outputs_ = mapped; }
-
-  // TensorRT wants a non-null, 256-byte aligned address for every output, even one with no elements
-  // (a zero-size DeviceArray has none): such outputs all point at this small buffer, never read.
+  void set_mapped_outputs(bool mapped) { mapped_ = mapped; }
   void* address_for(const DeviceArray& output) {
-    if (output.nbytes() > 0) return output.device_pointer();
-    if (!empty_output_.data()) empty_output_ = cuda::DeviceBuffer(256);
-    return empty_output_.data();
-  }
-
-  // For calls that name no stream and wait for the result: a stream of the engine's own. TensorRT
-  // (10 and later) warns that the legacy default stream costs extra device synchronisations, and
-  // it cannot be captured into a CUDA graph.
-  cudaStream_t own_stream() {
-    if (!stream_.get()) stream_ = cuda::Stream::create();
-    return stream_.get();
-  }
-
-  // One device buffer per input, reused for numpy inputs: no cudaMalloc per call, and an address that
-  // stays put (CUDA graphs). Before it is overwritten, the previous enqueue that read it must be done
-  // (this waits only when that call did not wait itself, e.g. synchronize=False).
-  DeviceArray& host_input_buffer(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype) {
-    if (inputs_read_.get()) inputs_read_.synchronize();
-    auto& held = inputs_[name];
-    if (!held || held->shape() != shape || held->dtype() != dtype)
-      held = std::make_unique<DeviceArray>(shape, dtype, false);
-    return *held;
-  }
-  // After an enqueue that read host-staged inputs: marks when those buffers are free again.
-  void inputs_enqueued(cudaStream_t stream) {
-    if (!inputs_read_.get()) inputs_read_ = cuda::Event::create(false);
-    inputs_read_.record(stream);
+    return output.nbytes() > 0 ? output.device_pointer() : io_.empty_output_address();
   }
 
  private:
-  static constexpr std::size_t kPoolSize = 3;
   trt::Runner runner_;
-  std::map<std::string, std::vector<py::object>> pool_;
-  bool mapped_outputs_ = false;
+  bool mapped_ = false;
   // Declared after the runner: destroyed first, while the TensorRT context that used them still exists.
-  std::map<std::string, std::unique_ptr<DeviceArray>> inputs_;
-  cuda::Event inputs_read_;
-  cuda::Stream stream_;
-  cuda::DeviceBuffer empty_output_;
+  trt::EngineIO io_;
+  trt::BufferPool<DeviceArray> outputs_{3};
 };
 
 void bind_engine(py::module_& t) {
   py::register_exception<trt::TensorRTError>(t, "TensorRTError", PyExc_RuntimeError);
   t.attr("available") = true;
+#ifdef M2F_TENSORRT_STANDIN
+  // The CUDA emulation build runs against csrc/emulation/tensorrt/, not TensorRT: its "engines" are
+  // text the tests write.
+  t.attr("standin") = true;
+  t.def("_standin_logger_count", &standin_logger_count,
+        "Stand-in only: how many distinct loggers TensorRT's runtimes and plugin library were given.");
+#else
+  t.attr("standin") = false;
+#endif
   t.def("version", &trt::runtime_version, "Version of the TensorRT library loaded at run time.");
   t.def("header_version", &trt::header_version, "Version of the TensorRT headers the core was compiled with.");
 
@@ -156,8 +179,9 @@ void bind_engine(py::module_& t) {
       .def(
           "infer",
           [](Engine& e, const py::dict& inputs, const py::object& stream_obj, bool synchronize) {
-            // --- device
-            cudaStream_t stream = stream_obj.is_none() && synchronize ? e.own_stream() : stream_from(stream_obj);
+            // --- device: the engine's, whatever this thread's current device is
+            trt::DeviceScope on_device(e.runner().device());
+            cudaStream_t stream = stream_obj.is_none() && synchronize ? e.io().own_stream() : stream_from(stream_obj);
             bool staged_host_input = false;
             std::vector<BorrowedView> borrowed;
             for (const auto& info : e.runner().tensors()) {
@@ -176,11 +200,13 @@ void bind_engine(py::module_& t) {
                 py::array host = py::array::ensure(value, py::array::c_style);
                 if (!host) throw py::type_error("argument '" + arg + "': expected a GPU or numpy array");
                 TensorView hv = view_of(host, arg.c_str());
-                DeviceArray& dev = e.host_input_buffer(
-                    info.name, std::vector<std::int64_t>(hv.shape.begin(), hv.shape.begin() + hv.ndim), hv.dtype);
-                M2F_CUDA_CHECK(cudaMemcpyAsync(dev.device_pointer(), host.data(), dev.nbytes(), cudaMemcpyHostToDevice,
-                                               stream));
-                b.view = dev.view();
+                const std::size_t bytes = static_cast<std::size_t>(hv.numel()) * dtype_size(hv.dtype);
+                void* staged = e.io().staging_input(info.name, bytes);
+                M2F_CUDA_CHECK(cudaMemcpyAsync(staged, host.data(), bytes, cudaMemcpyHostToDevice, stream));
+                b.view = hv;  // C-contiguous: the same shape and strides, in the staging buffer
+                b.view.data = staged;
+                b.view.device = Device::cuda;
+                b.view.device_id = e.runner().device();
                 b.copied_from_host = true;
                 staged_host_input = true;
               }
@@ -198,9 +224,10 @@ void bind_engine(py::module_& t) {
             py::dict outputs;
             for (const auto& info : e.runner().tensors()) {
               if (info.is_input) continue;
-              py::object buffer = e.output_buffer(info.name, e.runner().output_shape(info.name), info.dtype);
-              e.runner().set_tensor_address(info.name, e.address_for(buffer.cast<const DeviceArray&>()));
-              outputs[py::str(info.name)] = buffer;
+              std::shared_ptr<DeviceArray> buffer =
+                  e.output_buffer(info.name, e.runner().output_shape(info.name), info.dtype);
+              e.runner().set_tensor_address(info.name, e.address_for(*buffer));
+              outputs[py::str(info.name)] = py::cast(buffer);
             }
             // An input borrowed through DLPack has its deleter called when `borrowed` goes, on return:
             // the producer may then free or reuse that memory while the engine still reads it, so
@@ -210,7 +237,7 @@ void bind_engine(py::module_& t) {
             {
               py::gil_scoped_release release;
               e.runner().enqueue(stream);
-              if (staged_host_input) e.inputs_enqueued(stream);
+              if (staged_host_input) e.io().inputs_enqueued(stream);
               if (must_wait) M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
             }
             return outputs;
@@ -263,14 +290,15 @@ void bind_engine(py::module_& t) {
              o.classes = name("pred_classes");
              o.class_logits = name("pred_logits");
              o.mask_logits = name("pred_masks");
-             o.preprocess.color = parse_color_order(color);
-             o.preprocess.resize = parse_resize_mode(resize);
-             o.preprocess.mean = mean;
-             o.preprocess.stddev = stddev;
-             o.selection.score_threshold = score_threshold;
-             o.selection.max_instances = max_instances;
-             o.raw.no_object_index = no_object_index;
-             o.raw.topk = topk;
+             trt::PipelineSettings& settings = o.settings;
+             settings.preprocess.color = parse_color_order(color);
+             settings.preprocess.resize = parse_resize_mode(resize);
+             settings.preprocess.mean = mean;
+             settings.preprocess.stddev = stddev;
+             settings.selection.score_threshold = score_threshold;
+             settings.selection.max_instances = max_instances;
+             settings.raw.no_object_index = no_object_index;
+             settings.raw.topk = topk;
              o.use_cuda_graph = use_cuda_graph;
              return new trt::Pipeline(engine.runner(), o);
            }),
@@ -281,6 +309,19 @@ void bind_engine(py::module_& t) {
            py::arg("max_instances") = 100, py::arg("no_object_index") = 0, py::arg("topk") = 100,
            py::arg("use_cuda_graph") = true, py::keep_alive<1, 2>())
       .def_property_readonly("cuda_graph_active", &trt::Pipeline::graph_active)
+      .def_property_readonly("settings", [](const trt::Pipeline& p) { return settings_to_python(p.settings()); },
+                             "The settings the next run() uses: {name: value} for every name update() takes.")
+      .def(
+          "update",
+          [](trt::Pipeline& p, const py::kwargs& changes) {
+            trt::PipelineSettings settings = p.settings();
+            for (const auto& item : changes) apply_setting(settings, item.first.cast<std::string>(), item.second);
+            p.update(settings);
+          },
+          "update(**settings): changes score_threshold, max_instances, no_object_index, topk, mean, std,\n"
+          "resize or color for the next run(). A CUDA graph captured with the old settings is dropped (the\n"
+          "next run is eager, the one after captures again). A bad value raises (TypeError or ValueError\n"
+          "naming it) and changes nothing.")
       .def(
           "last_timings",
           [](const trt::Pipeline& p) -> py::object {
@@ -305,23 +346,15 @@ void bind_engine(py::module_& t) {
           "run",
           [](trt::Pipeline& p, const py::object& frames, const py::object& stream_obj, const std::string& masks_to) {
             check_masks_to(masks_to);
+            trt::DeviceScope on_device(p.device());
             cudaStream_t stream = stream_from(stream_obj);
-            py::list items;
-            if (py::isinstance<py::list>(frames) || py::isinstance<py::tuple>(frames))
-              items = py::list(frames);
-            else
-              items.append(frames);
-            std::vector<BorrowedView> borrowed;
-            std::vector<TensorView> views;
-            for (std::size_t i = 0; i < items.size(); ++i) {
-              // --- device: frames must already be on the GPU (DeviceArray, mapped memory, CuPy, ...)
-              borrowed.push_back(gpu_view_of(items[i], "frames", stream));
-              views.push_back(borrowed.back().view);
-            }
+            // --- device: frames must already be on the GPU (DeviceArray, mapped memory, CuPy, ...)
+            const FrameViews in =
+                frame_views(frames, [&](const py::handle& f) { return gpu_view_of(f, "frames", stream); });
             std::vector<ResizeTransform> transforms;
             {
               py::gil_scoped_release release;
-              transforms = p.run(views, stream);
+              transforms = p.run(in.frames, stream);
             }
             py::list results;
             for (std::size_t b = 0; b < transforms.size(); ++b) {
@@ -332,7 +365,8 @@ void bind_engine(py::module_& t) {
             return results;
           },
           py::arg("frames"), py::kw_only(), py::arg("stream") = py::none(), py::arg("masks_to") = "host",
-          "Runs the frames ((H, W, C) uint8 GPU arrays) through; one result dict per frame.");
+          "Runs the frames (GPU arrays: a list of (H, W, C) or (H, W) uint8 frames, or one (B, H, W, C) batch)\n"
+          "through; one result dict per frame.");
 }
 
 #else

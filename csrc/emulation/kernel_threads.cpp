@@ -1,4 +1,4 @@
-// Runs an emulated kernel launch (m2f/cuda/emulation.hpp) on the calling host thread, one block
+// Runs an emulated kernel launch (emulation/emulation.hpp) on the calling host thread, one block
 // after another. Each block starts its first thread as a fiber: if that thread reaches
 // __syncthreads, the whole block runs as fibers switched at the barrier, else the other threads
 // run as plain calls (CUDA requires a barrier to be reached by all of a block's threads or by none,
@@ -11,7 +11,7 @@
 // a read of another thread's write with no barrier between them then sees the old value in one of
 // the two orders, as some schedule on a GPU would.
 // emulation.hpp first: its qualifiers must come before CUDA's headers
-#include "m2f/cuda/emulation.hpp"
+#include "emulation/emulation.hpp"
 
 #include <sys/mman.h>
 #if !defined(__x86_64__)

@@ -1,6 +1,11 @@
-// The CUDA runtime of the emulation build (see m2f/cuda/emulation.hpp): the calls m2f_edge makes,
-// with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls: CUDA
-// graphs and stream capture belong to the TensorRT pipeline, which the emulation build leaves out.
+// The CUDA runtime of the emulation build (see emulation/emulation.hpp): the calls m2f_edge makes,
+// with the declarations of the real cuda_runtime_api.h, done on the CPU. Only those calls, CUDA
+// graphs and stream capture included (for the TensorRT layer run against the stand-in of
+// emulation/tensorrt/): work enqueued on a capturing stream is recorded instead of queued, and a
+// launched graph enqueues it again, with the kernel arguments of the capture, as on a GPU. Capture
+// follows cudaStreamCaptureModeThreadLocal's rules for the capturing thread: synchronising the
+// capturing stream or the device, cudaMalloc, cudaFree and blocking copies are refused and
+// invalidate the capture. Events recorded inside a capture are not emulated (refused).
 // Work waits in its stream until something waits for it (below). Where CUDA is strict, so is this:
 // a copy's device side must lie inside one allocation and its host side outside device memory,
 // handles must be live, fresh device memory holds garbage (0xCD bytes) rather than zeros, and a
@@ -46,6 +51,16 @@ struct EnqueuedWork {
 struct CUstream_st {
   unsigned flags = 0;
   std::deque<EnqueuedWork> pending;
+  // Stream capture: while capturing, enqueued work goes into `captured` instead of `pending`.
+  bool capturing = false;
+  bool capture_invalidated = false;
+  std::vector<std::function<void()>> captured;
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
 };
 struct CUevent_st {
   unsigned flags = 0;
@@ -80,6 +95,8 @@ Runtime& runtime() {
 
 thread_local cudaError_t last_error = cudaSuccess;
 thread_local int current_device = 0;
+// The streams this thread is capturing (cudaStreamCaptureModeThreadLocal: only its own calls are checked).
+thread_local std::vector<CUstream_st*> capturing_here;
 
 cudaError_t fail(cudaError_t status) {
   set_last_error(status);
@@ -92,6 +109,14 @@ std::string emulated_kind() {
 }
 
 bool no_device() { return emulated_kind() == "none"; }
+
+// M2F_EMULATED_GPU_COUNT: how many devices there are (default 1), all alike, sharing one memory:
+// enough to check that code sets the device it means before using it.
+int device_count() {
+  const char* value = std::getenv("M2F_EMULATED_GPU_COUNT");
+  const int count = value && *value ? std::atoi(value) : 1;
+  return count > 0 ? count : 1;
+}
 
 std::size_t device_memory_size() {
   const char* value = std::getenv("M2F_EMULATED_GPU_MEMORY");
@@ -280,10 +305,23 @@ void run_all() {
   for (CUstream_st* s : streams) run_until(s, ~0ull);
 }
 
-// Runs `work` now, or queues it on `stream` in deferred mode; returns its sequence number.
+// A call that CUDA refuses while this thread captures (cudaStreamCaptureModeThreadLocal): it
+// invalidates every capture of this thread and returns the error to give back, else cudaSuccess.
+cudaError_t refused_during_capture() {
+  if (capturing_here.empty()) return cudaSuccess;
+  for (CUstream_st* s : capturing_here) s->capture_invalidated = true;
+  return fail(cudaErrorStreamCaptureUnsupported);
+}
+
+// Runs `work` now, or queues it on `stream` in deferred mode (records it, while the stream
+// captures); returns its sequence number.
 unsigned long long enqueue_work(cudaStream_t stream, std::function<void()> work) {
   std::lock_guard<std::recursive_mutex> lock(order_mutex());
   const unsigned long long sequence = ++next_sequence;
+  if (stream_state(stream)->capturing) {
+    stream_state(stream)->captured.push_back(std::move(work));
+    return sequence;
+  }
   if (!deferred()) {
     work();
     return sequence;
@@ -335,6 +373,10 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     default: return "unrecognized error code";
   }
 }
@@ -353,6 +395,10 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalState: return "the resource is not in a valid state to perform the operation";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "unknown error";
   }
 }
@@ -363,7 +409,7 @@ cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return fail(cudaErrorInvalidValue);
   *count = 0;
   if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
-  *count = 1;
+  *count = m2f::emulation::device_count();
   return cudaSuccess;
 }
 
@@ -375,7 +421,7 @@ cudaError_t cudaGetDevice(int* device) {
 
 cudaError_t cudaSetDevice(int device) {
   if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
-  if (device != 0) return fail(cudaErrorInvalidDevice);
+  if (device < 0 || device >= m2f::emulation::device_count()) return fail(cudaErrorInvalidDevice);
   m2f::emulation::current_device = device;
   return cudaSuccess;
 }
@@ -383,7 +429,7 @@ cudaError_t cudaSetDevice(int device) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return fail(cudaErrorInvalidValue);
   if (m2f::emulation::no_device()) return fail(cudaErrorNoDevice);
-  if (device != 0) return fail(cudaErrorInvalidDevice);
+  if (device < 0 || device >= m2f::emulation::device_count()) return fail(cudaErrorInvalidDevice);
   *prop = cudaDeviceProp{};
   const bool integrated = m2f::emulation::emulated_kind() == "integrated";
   const std::string name = std::string("m2f_edge CUDA emulator (kernels on the CPU, ") +
@@ -413,15 +459,20 @@ cudaError_t cudaDriverGetVersion(int* version) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+  if (const cudaError_t refused = m2f::emulation::refused_during_capture()) return refused;
   m2f::emulation::run_all();
   return m2f::emulation::synchronised();
 }
 
 // ---- memory ----------------------------------------------------------------------------------------
 
-cudaError_t cudaMalloc(void** p, size_t size) { return m2f::emulation::allocate(p, size, m2f::emulation::Memory::device); }
+cudaError_t cudaMalloc(void** p, size_t size) {
+  if (const cudaError_t refused = m2f::emulation::refused_during_capture()) return refused;
+  return m2f::emulation::allocate(p, size, m2f::emulation::Memory::device);
+}
 // Frees synchronise the device, as in CUDA: no queued work may still use the memory.
 cudaError_t cudaFree(void* p) {
+  if (const cudaError_t refused = m2f::emulation::refused_during_capture()) return refused;
   if (p) m2f::emulation::run_all();
   return m2f::emulation::release(p, m2f::emulation::Memory::device);
 }
@@ -465,6 +516,7 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  if (const cudaError_t refused = m2f::emulation::refused_during_capture()) return refused;
   const cudaError_t status = m2f::emulation::check_copy(dst, src, count, kind);
   if (status != cudaSuccess) return status;
   // on the legacy default stream, so after all earlier work of it and of the blocking streams
@@ -488,6 +540,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
   // stream's order, after the work it waits for.
   const bool synchronous = to == m2f::emulation::Memory::pageable ||
                            (to != m2f::emulation::Memory::device && from != m2f::emulation::Memory::device);
+  if (synchronous && m2f::emulation::stream_state(stream)->capturing) {
+    m2f::emulation::stream_state(stream)->capture_invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
   const unsigned long long sequence = m2f::emulation::enqueue_work(stream, std::move(work));
   if (!synchronous) return cudaSuccess;
@@ -507,7 +563,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t strea
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   if (stream == nullptr || (flags & ~1u)) return fail(cudaErrorInvalidValue);
-  return m2f::emulation::register_handle(&m2f::emulation::Runtime::streams, stream, new CUstream_st{flags, {}});
+  return m2f::emulation::register_handle(&m2f::emulation::Runtime::streams, stream, new CUstream_st{flags, {}, false, false, {}});
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
@@ -525,6 +581,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (m2f::emulation::stream_state(stream)->capturing) {
+    m2f::emulation::stream_state(stream)->capture_invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   m2f::emulation::run_until(m2f::emulation::stream_state(stream), ~0ull);
   return m2f::emulation::synchronised();
 }
@@ -567,6 +627,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_usable(stream) || !m2f::emulation::event_is_live(event)) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  if (m2f::emulation::stream_state(stream)->capturing) {  // an event node: not emulated
+    m2f::emulation::stream_state(stream)->capture_invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   event->recorded = false;
   event->stream = stream;
   const unsigned long long generation = ++event->generation;
@@ -595,5 +659,85 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
     return fail(cudaErrorInvalidResourceHandle);
   if (!start->recorded || !end->recorded) return fail(cudaErrorNotReady);
   *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* user_data) {
+  if (fn == nullptr) return fail(cudaErrorInvalidValue);
+  if (const cudaError_t refused = m2f::emulation::launch_refusal(stream)) return fail(refused);
+  m2f::emulation::enqueue(stream, [fn, user_data] { fn(user_data); });
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs ---------------------------------------------------------------------
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (mode != cudaStreamCaptureModeThreadLocal)
+    return fail(cudaErrorNotSupported);  // the only mode m2f_edge uses, the only one emulated
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  CUstream_st* s = m2f::emulation::stream_state(stream);
+  if (s == &m2f::emulation::legacy_stream() || s->capturing) return fail(cudaErrorStreamCaptureUnsupported);
+  s->capturing = true;
+  s->capture_invalidated = false;
+  s->captured.clear();
+  m2f::emulation::capturing_here.push_back(s);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* status) {
+  if (status == nullptr) return fail(cudaErrorInvalidValue);
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  const CUstream_st* s = m2f::emulation::stream_state(stream);
+  *status = !s->capturing ? cudaStreamCaptureStatusNone
+                          : s->capture_invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (graph == nullptr) return fail(cudaErrorInvalidValue);
+  *graph = nullptr;
+  if (!stream_is_usable(stream)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  CUstream_st* s = m2f::emulation::stream_state(stream);
+  if (!s->capturing) return fail(cudaErrorIllegalState);
+  auto& mine = m2f::emulation::capturing_here;
+  const auto it = std::find(mine.begin(), mine.end(), s);
+  if (it == mine.end()) return fail(cudaErrorStreamCaptureWrongThread);
+  mine.erase(it);
+  s->capturing = false;
+  std::vector<std::function<void()>> work = std::move(s->captured);
+  s->captured.clear();
+  if (s->capture_invalidated) return fail(cudaErrorStreamCaptureInvalidated);
+  *graph = new CUgraph_st{std::move(work)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  if (exec == nullptr || graph == nullptr || flags != 0) return fail(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+
+// Enqueues the captured work again, each piece with what it captured (kernel arguments, addresses).
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (exec == nullptr) return fail(cudaErrorInvalidValue);
+  if (const cudaError_t refused = m2f::emulation::launch_refusal(stream)) return fail(refused);
+  std::lock_guard<std::recursive_mutex> lock(m2f::emulation::order_mutex());
+  if (m2f::emulation::stream_state(stream)->capturing) return fail(cudaErrorNotSupported);  // child graphs: not emulated
+  for (const auto& work : exec->work) m2f::emulation::enqueue(stream, work);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  if (graph == nullptr) return fail(cudaErrorInvalidValue);
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  if (exec == nullptr) return fail(cudaErrorInvalidValue);
+  delete exec;
   return cudaSuccess;
 }

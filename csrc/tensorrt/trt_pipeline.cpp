@@ -1,7 +1,9 @@
 #include "tensorrt/trt_pipeline.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "m2f/cuda/check.hpp"
 
@@ -21,10 +23,41 @@ Pipeline::Pipeline(Runner& runner, PipelineOptions options) : runner_(runner), o
   for (const auto& t : runner_.tensors())
     if (!t.is_input) outputs_.push_back(Output{t.name, t.dtype, {}, cuda::DeviceBuffer()});
   for (const auto& n : names) runner_.tensor(n);  // throws, naming the tensors the engine has
+  options_.settings = checked(options_.settings);
   started_ = cuda::Event::create(true);
   preprocessed_ = cuda::Event::create(true);
   inferred_ = cuda::Event::create(true);
   finished_ = cuda::Event::create(true);
+}
+
+PipelineSettings Pipeline::checked(PipelineSettings s) const {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(s.preprocess.mean[c])) fail("mean: expected finite numbers");
+    if (!std::isfinite(s.preprocess.stddev[c]) || s.preprocess.stddev[c] == 0.f)
+      fail("std: expected finite, nonzero numbers");
+  }
+  if (std::isnan(s.selection.score_threshold)) fail("score_threshold: expected a number, got NaN");
+  if (s.selection.max_instances < 0)
+    fail("max_instances: expected >= 0, got " + std::to_string(s.selection.max_instances));
+  if (options_.raw_head) {
+    if (s.raw.topk < 1) fail("topk: expected >= 1, got " + std::to_string(s.raw.topk));
+    const std::vector<std::int64_t>& logits = runner_.tensor(options_.class_logits).shape;
+    const std::int64_t columns = logits.empty() ? -1 : logits.back();
+    if (columns > 0) {
+      if (s.raw.no_object_index < -columns || s.raw.no_object_index >= columns)
+        fail("no_object_index: expected 0 (TAO) or -1 / " + std::to_string(columns - 1) + " (last column) for " +
+             std::to_string(columns) + " columns, got " + std::to_string(s.raw.no_object_index));
+      if (s.raw.no_object_index < 0) s.raw.no_object_index += static_cast<int>(columns);
+    }
+  }
+  return s;
+}
+
+void Pipeline::update(const PipelineSettings& settings) {
+  options_.settings = checked(settings);
+  drop_graph();
+  last_key_.clear();
 }
 
 void Pipeline::drop_graph() {
@@ -81,7 +114,7 @@ void Pipeline::enqueue_all(const std::vector<TensorView>& frames, const std::vec
   const auto batch = static_cast<std::int64_t>(frames.size());
   const DType input_dtype = runner_.tensor(options_.input).dtype;
   TensorView tensor = make_view(input_.data(), input_dtype, {batch, 3, net_height_, net_width_}, Device::cuda);
-  cuda::preprocess(frames, tensor, options_.preprocess, stream);
+  cuda::preprocess(frames, tensor, options_.settings.preprocess, stream);
   if (record_stages) preprocessed_.record(stream);
   runner_.enqueue_eager(stream);
   if (record_stages) inferred_.record(stream);
@@ -90,10 +123,10 @@ void Pipeline::enqueue_all(const std::vector<TensorView>& frames, const std::vec
     const ResizeTransform& t = transforms[static_cast<std::size_t>(b)];
     if (options_.raw_head)
       cuda::enqueue_postprocess_raw(output_item(options_.class_logits, b), output_item(options_.mask_logits, b), t,
-                                    options_.raw, options_.selection, w, stream);
+                                    options_.settings.raw, options_.settings.selection, w, stream);
     else
       cuda::enqueue_postprocess_deployable(output_item(options_.masks, b), output_item(options_.scores, b),
-                                           output_item(options_.classes, b), t, options_.selection, w, stream);
+                                           output_item(options_.classes, b), t, options_.settings.selection, w, stream);
   }
 }
 
@@ -103,7 +136,7 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
   std::vector<std::int64_t> key{static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(stream))};
   for (const auto& f : frames) {
     if (f.ndim != 3) throw std::invalid_argument("frames: expected (H, W, C) frames");
-    transforms.push_back(make_transform(options_.preprocess.resize, static_cast<int>(f.shape[0]),
+    transforms.push_back(make_transform(options_.settings.preprocess.resize, static_cast<int>(f.shape[0]),
                                         static_cast<int>(f.shape[1]), static_cast<int>(net_height_),
                                         static_cast<int>(net_width_)));
     key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(f.data)));
@@ -112,15 +145,12 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
       key.push_back(f.strides[d]);
     }
   }
+  DeviceScope on_device(runner_.device());
   timed_ = false;
   bind(static_cast<std::int64_t>(frames.size()));
-  // Another user of the engine (Engine.infer) changed an input shape since our last run: TensorRT
-  // re-plans on the next enqueue, so drop any graph and run eagerly once.
-  const bool replan = runner_.needs_eager_enqueue();
-  if (replan) {
-    drop_graph();
-    last_key_.clear();
-  }
+  // The runner's plan generation is part of the key: after any re-plan (ours, or another user of the
+  // engine going X -> Y -> X), a graph captured before is never replayed, and the next run is eager.
+  key.push_back(static_cast<std::int64_t>(runner_.plan_generation()));
 
   // Host time covers everything run() enqueues (a capture included); the GPU start event is recorded
   // right before the work, so a capture's host time is not counted as GPU time.
@@ -148,11 +178,13 @@ std::vector<ResizeTransform> Pipeline::run(const std::vector<TensorView>& frames
   if (graph_exec_ && key == graph_key_) return replay_graph();
   // The legacy default stream cannot be captured; the first call with new frames sizes every buffer
   // (nothing may be allocated during capture) and lets TensorRT settle on its kernels.
-  const bool capture =
-      options_.use_cuda_graph && !graph_failed_ && !replan && stream != nullptr && key == last_key_;
+  const bool capture = options_.use_cuda_graph && !graph_failed_ && stream != nullptr && key == last_key_ &&
+                       runner_.plan_settled();
   last_key_ = key;
   if (!capture) return run_eagerly();
   drop_graph();
+  // As trtexec: the warm-up's work finishes before the capture begins.
+  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
   graph_ = cuda::capture_graph(stream, [&] { enqueue_all(frames, transforms, stream, false); });
   if (graph_) {
     try {

@@ -1,7 +1,8 @@
 // Frame(s) on the GPU -> preprocess -> TensorRT -> post-process, every intermediate on the device.
 // With static shapes the three stages are captured into one CUDA graph on the second call with the
-// same frames (pointers, shapes, strides) and stream, and replayed afterwards; where capture fails
-// (a plugin that synchronises, an old driver) the pipeline runs eagerly from then on.
+// same frames (pointers, shapes, strides), stream, settings and runner plan generation, and replayed
+// afterwards; where capture fails (a plugin that synchronises, an old driver) the pipeline runs
+// eagerly from then on.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -16,14 +17,19 @@
 
 namespace m2f::trt {
 
+// What a user may change on a built pipeline (Pipeline::update); the next run() uses it.
+struct PipelineSettings {
+  PreprocessOptions preprocess;
+  SelectionOptions selection;
+  RawHeadOptions raw;  // raw head only; no_object_index may be negative (counted from the last column)
+};
+
 struct PipelineOptions {
   bool raw_head = false;             // contract: false = deployable, true = raw head
   std::string input;                 // engine tensor names
   std::string masks, scores, classes;        // deployable outputs
   std::string class_logits, mask_logits;     // raw-head outputs
-  PreprocessOptions preprocess;
-  SelectionOptions selection;
-  RawHeadOptions raw;
+  PipelineSettings settings;
   bool use_cuda_graph = true;
 };
 
@@ -47,9 +53,16 @@ class Pipeline {
   std::vector<ResizeTransform> run(const std::vector<TensorView>& frames, cudaStream_t stream);
   cuda::PostprocessWorkspace& workspace(std::size_t b) { return workspaces_.at(b); }
   bool graph_active() const noexcept { return static_cast<bool>(graph_exec_); }
+  int device() const noexcept { return runner_.device(); }
   PipelineTimings last_timings() const;
+  // Checks and takes new settings (std::invalid_argument naming the setting that is wrong; nothing
+  // changes then). A captured graph holds the old settings in its kernels' arguments: it is dropped,
+  // and the next run() is eager (it may also grow buffers: a larger max_instances).
+  void update(const PipelineSettings& settings);
+  const PipelineSettings& settings() const noexcept { return options_.settings; }
 
  private:
+  PipelineSettings checked(PipelineSettings settings) const;
   void bind(std::int64_t batch);
   // record_stages: record the stage events between the stages (eager runs; never inside a capture).
   void enqueue_all(const std::vector<TensorView>& frames, const std::vector<ResizeTransform>& transforms,

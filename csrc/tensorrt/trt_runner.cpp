@@ -2,6 +2,7 @@
 
 #include <NvInfer.h>
 #include <NvInferPlugin.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,15 +18,14 @@
 namespace m2f::trt {
 namespace {
 
-// Keeps the latest warnings and errors so an exception can carry TensorRT's own explanation (the
-// error that matters comes last, after any number of warnings).
-class CapturingLogger : public nvinfer1::ILogger {
+// The latest warnings and errors one runner saw, so an exception can carry TensorRT's own
+// explanation (the error that matters comes last, after any number of warnings).
+class LogLines {
  public:
-  void log(Severity severity, const char* message) noexcept override {
-    if (severity > Severity::kWARNING) return;
+  void add(nvinfer1::ILogger::Severity severity, const char* message) noexcept {
     try {
       std::lock_guard<std::mutex> lock(mutex_);
-      lines_.push_back((severity <= Severity::kERROR ? "error: " : "warning: ") + std::string(message));
+      lines_.push_back((severity <= nvinfer1::ILogger::Severity::kERROR ? "error: " : "warning: ") + std::string(message));
       if (lines_.size() > 64) lines_.pop_front();
     } catch (...) {
     }
@@ -41,6 +41,39 @@ class CapturingLogger : public nvinfer1::ILogger {
  private:
   std::mutex mutex_;
   std::deque<std::string> lines_;
+};
+
+// The runner calling TensorRT on this thread (LogScope): its messages go to that runner's lines.
+thread_local LogLines* current_lines = nullptr;
+
+// TensorRT keeps the loggers it is given: the plugin library for the life of the process (it stores
+// the pointer of every init call in a global), a runtime until everything it created is gone. So
+// there is one logger for every runtime and the plugin library, never destroyed, and each runner
+// captures its own messages inside it; messages logged while no runner is calling (plugins, work
+// run later) are kept for whoever asks next (Runner::take_log).
+class ProcessLogger final : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override {
+    if (severity > Severity::kWARNING) return;
+    (current_lines ? *current_lines : unattributed).add(severity, message);
+  }
+  LogLines unattributed;
+};
+
+ProcessLogger& process_logger() {
+  static ProcessLogger* logger = new ProcessLogger();  // never destroyed: plugins may log at exit
+  return *logger;
+}
+
+class LogScope {
+ public:
+  explicit LogScope(LogLines& lines) noexcept : previous_(current_lines) { current_lines = &lines; }
+  ~LogScope() { current_lines = previous_; }
+  LogScope(const LogScope&) = delete;
+  LogScope& operator=(const LogScope&) = delete;
+
+ private:
+  LogLines* previous_;
 };
 
 // TensorRT objects are released with delete from 8.0 on (destroy() is gone in 10).
@@ -90,11 +123,6 @@ std::string shape_text(const std::vector<std::int64_t>& s) {
   return o.str();
 }
 
-// The plugin library keeps the logger it was initialised with for the life of the process.
-CapturingLogger& plugin_logger() {
-  static CapturingLogger* logger = new CapturingLogger();  // never destroyed: plugins may log at exit
-  return *logger;
-}
 std::once_flag plugins_once;
 bool plugins_ok = false;
 
@@ -137,7 +165,7 @@ constexpr std::uintptr_t kTensorAlignment = 256;  // "The pointer must have at l
 }  // namespace
 
 struct Runner::Impl {
-  CapturingLogger logger;
+  LogLines log;
   Owned<nvinfer1::IRuntime> runtime;
   Owned<nvinfer1::ICudaEngine> engine;
   Owned<nvinfer1::IExecutionContext> context;
@@ -147,6 +175,7 @@ struct Runner::Impl {
   cudaStream_t graph_stream = nullptr;
   int eager_runs_with_bound = 0;
   bool graph_failed = false;
+  std::uint64_t graph_generation = 0;  // the runner's plan generation the graph was captured at
   cuda::CudaGraph graph;
   cuda::GraphExec graph_exec;
   // Around each enqueue(): recorded on the caller's stream, read without waiting.
@@ -162,22 +191,45 @@ struct Runner::Impl {
     return nullptr;
   }
 
+  // This runner's lines after those nobody's call caused (the plugin library's come there).
+  std::string take_log() {
+    std::string unattributed = process_logger().unattributed.take();
+    std::string own = log.take();
+    return unattributed.empty() ? own : unattributed + (own.empty() ? "" : "\n" + own);
+  }
+
   [[noreturn]] void fail(const std::string& what) {
-    std::string log = logger.take();
-    throw TensorRTError(what + (log.empty() ? "" : "\nTensorRT said:\n" + log));
+    std::string lines = take_log();
+    throw TensorRTError(what + (lines.empty() ? "" : "\nTensorRT said:\n" + lines));
   }
 };
 
+DeviceScope::DeviceScope(int device) {
+  M2F_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (previous_ != device) M2F_CUDA_CHECK(cudaSetDevice(device));
+}
+
+DeviceScope::~DeviceScope() {
+  int current = -1;
+  release_quietly([&] {
+    M2F_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != previous_) M2F_CUDA_CHECK(cudaSetDevice(previous_));
+  });
+}
+
 Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
     : impl_(std::make_unique<Impl>()), device_(device) {
-  M2F_CUDA_CHECK(cudaSetDevice(device));
+  DeviceScope on_device(device);
+  LogScope logging(impl_->log);
   // The deployable ONNX holds MultiscaleDeformableAttnPlugin_TRT, which lives in the stock plugin
-  // library: register it before deserializing or the engine will not load.
-  std::call_once(plugins_once, [] { plugins_ok = initLibNvInferPlugins(&plugin_logger(), ""); });
-  if (!plugins_ok)
-    impl_->fail("could not initialise TensorRT's plugin library (libnvinfer_plugin): " + plugin_logger().take());
+  // library: register it before deserializing or the engine will not load. TensorRT takes the
+  // logger as void* and casts it back to ILogger*: it must be passed as exactly that pointer.
+  std::call_once(plugins_once, [] {
+    plugins_ok = initLibNvInferPlugins(static_cast<nvinfer1::ILogger*>(&process_logger()), "");
+  });
+  if (!plugins_ok) impl_->fail("could not initialise TensorRT's plugin library (libnvinfer_plugin)");
 
-  impl_->runtime.reset(nvinfer1::createInferRuntime(impl_->logger));
+  impl_->runtime.reset(nvinfer1::createInferRuntime(process_logger()));
   if (!impl_->runtime) impl_->fail("could not create the TensorRT runtime");
   if (dla_core >= 0) {
     if (dla_core >= impl_->runtime->getNbDLACores())
@@ -187,9 +239,7 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
   }
   impl_->engine.reset(impl_->runtime->deserializeCudaEngine(engine, size));
   if (!impl_->engine) {
-    std::string log = impl_->logger.take();
-    const std::string plugin_log = plugin_logger().take();
-    if (!plugin_log.empty()) log += (log.empty() ? "" : "\n") + plugin_log;
+    const std::string log = impl_->take_log();
     throw TensorRTError(deserialize_failure(log) + (log.empty() ? "" : "\nTensorRT said:\n" + log));
   }
   impl_->context.reset(impl_->engine->createExecutionContext());
@@ -217,7 +267,15 @@ Runner::Runner(const void* engine, std::size_t size, int dla_core, int device)
   impl_->timing_end = cuda::Event::create(true);
 }
 
-Runner::~Runner() = default;
+// TensorRT's objects and the graphs are released on the device they were made on.
+Runner::~Runner() {
+  try {
+    DeviceScope on_device(device_);
+    impl_.reset();
+  } catch (...) {
+    impl_.reset();
+  }
+}
 
 const TensorInfo& Runner::tensor(const std::string& name) const {
   for (const auto& t : tensors_)
@@ -234,12 +292,13 @@ void Runner::set_input_shape(const std::string& name, const std::vector<std::int
   if (!info->is_input) throw std::invalid_argument("'" + name + "' is an output of the engine, not an input");
   bool dynamic = false;
   for (auto d : info->shape) dynamic = dynamic || d < 0;
-  if (!dynamic) {  // static input: nothing to tell TensorRT, only check
-    if (shape != info->shape)
-      throw std::invalid_argument("input '" + name + "': the engine takes shape " + shape_text(info->shape) +
-                                  ", got " + shape_text(shape));
-    return;
-  }
+  if (!dynamic && shape != info->shape)
+    throw std::invalid_argument("input '" + name + "': the engine takes shape " + shape_text(info->shape) + ", got " +
+                                shape_text(shape));
+  // An input with an optimisation profile needs setInputShape even where the profile pins every
+  // dimension (MIN == MAX: the engine may then report a static shape); without a profile, a static
+  // input has nothing to tell TensorRT.
+  if (!dynamic && info->min_shape.empty()) return;
   if (!info->min_shape.empty()) {
     bool fits = shape.size() == info->min_shape.size();
     for (std::size_t i = 0; fits && i < shape.size(); ++i)
@@ -258,13 +317,14 @@ void Runner::set_input_shape(const std::string& name, const std::vector<std::int
   nvinfer1::Dims dims{};
   dims.nbDims = static_cast<int>(shape.size());
   for (std::size_t i = 0; i < shape.size(); ++i) dims.d[i] = static_cast<decltype(dims.d[0] + 0)>(shape[i]);
+  LogScope logging(impl_->log);
   if (!impl_->context->setInputShape(name.c_str(), dims))
     impl_->fail("TensorRT refused shape " + shape_text(shape) + " for input '" + name + "'");
   if (previous)
     *previous = shape;
   else
     impl_->shapes_set.emplace_back(name, shape);
-  needs_eager_ = true;  // TensorRT re-plans on the next enqueue, which therefore must not be captured
+  ++plan_generation_;  // TensorRT re-plans on the next enqueue, which therefore must not be captured
 }
 
 std::vector<std::int64_t> Runner::output_shape(const std::string& name) const {
@@ -284,6 +344,7 @@ void Runner::set_tensor_address(const std::string& name, void* device_pointer) {
                                 std::to_string(kTensorAlignment) +
                                 " bytes; this array starts inside an allocation (a view with an offset?): pass a "
                                 "contiguous copy");
+  LogScope logging(impl_->log);
   if (!impl_->context->setTensorAddress(name.c_str(), device_pointer))
     impl_->fail("TensorRT refused the address for tensor '" + name + "'");
 }
@@ -294,7 +355,7 @@ void Runner::require_input_shapes() const {
   std::string missing;
   for (const auto& t : tensors_) {
     if (!t.is_input) continue;
-    bool dynamic = false;
+    bool dynamic = !t.min_shape.empty();  // a profile: TensorRT wants the shape however pinned
     for (auto d : t.shape) dynamic = dynamic || d < 0;
     if (dynamic && !impl_->shape_set_for(t.name)) missing += (missing.empty() ? "'" : ", '") + t.name + "'";
   }
@@ -302,14 +363,16 @@ void Runner::require_input_shapes() const {
 }
 
 void Runner::run_enqueue_v3(cudaStream_t stream) {
+  LogScope logging(impl_->log);
   if (!impl_->context->enqueueV3(stream)) impl_->fail("TensorRT enqueueV3 failed");
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   M2F_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture == cudaStreamCaptureStatusNone) needs_eager_ = false;
+  if (capture == cudaStreamCaptureStatusNone) eager_generation_ = plan_generation_;
 }
 
 void Runner::enqueue(cudaStream_t stream) {
   Impl& im = *impl_;
+  DeviceScope on_device(device_);
   require_input_shapes();
   im.timed = false;
   const auto host_start = std::chrono::steady_clock::now();
@@ -341,38 +404,43 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
     run_enqueue_v3(stream);
     return;
   }
-  if (needs_eager_) {  // an input shape changed: a graph captured before may point at re-planned memory
-    im.graph_exec = cuda::GraphExec();
-    im.graph = cuda::CudaGraph();
-    im.graph_bound.clear();
-  }
   im.bound.clear();
   for (const auto& t : tensors_)
     im.bound.emplace_back(const_cast<void*>(im.context->getTensorAddress(t.name.c_str())),
                           to_vector(im.context->getTensorShape(t.name.c_str())));
-  if (im.graph_exec && im.bound == im.graph_bound && stream == im.graph_stream) {
+  // A graph replays only at the plan generation it was captured at: after a re-plan (even one that
+  // came back to the same shapes) it may point at memory TensorRT has freed.
+  const bool same_call =
+      im.bound == im.graph_bound && stream == im.graph_stream && im.graph_generation == plan_generation_;
+  if (im.graph_exec && same_call) {
     im.timing_start.record(stream);
     im.graph_exec.launch(stream);
     return;
   }
-  if (im.bound != im.graph_bound || stream != im.graph_stream) {
+  if (!same_call) {
     im.graph_exec = cuda::GraphExec();
     im.graph = cuda::CudaGraph();
     im.graph_bound = im.bound;
     im.graph_stream = stream;
+    im.graph_generation = plan_generation_;
     im.eager_runs_with_bound = 0;
   }
   // The first call with new shapes or buffers runs eagerly, the next one with the same is captured:
   // TensorRT allocates and re-plans on the first enqueue after a shape change (the 8.5/8.6 headers say
   // this breaks stream capture), and buffers that change on every call are cheaper eager than re-captured.
-  if (im.eager_runs_with_bound == 0 || needs_eager_) {
+  if (im.eager_runs_with_bound == 0 || !plan_settled()) {
     ++im.eager_runs_with_bound;
     im.timing_start.record(stream);
     run_enqueue_v3(stream);
     return;
   }
+  // As trtexec: the warm-up's work finishes before the capture begins.
+  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
   bool enqueued = true;
-  im.graph = cuda::capture_graph(stream, [&] { enqueued = im.context->enqueueV3(stream); });
+  {
+    LogScope logging(im.log);
+    im.graph = cuda::capture_graph(stream, [&] { enqueued = im.context->enqueueV3(stream); });
+  }
   if (im.graph && enqueued) {
     try {
       im.graph_exec = im.graph.instantiate();
@@ -383,7 +451,7 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
   if (!im.graph_exec) {
     im.graph_failed = true;  // e.g. a plugin that synchronises: stay eager from now on
     im.graph = cuda::CudaGraph();
-    im.logger.take();
+    im.log.take();
     im.timing_start.record(stream);
     run_enqueue_v3(stream);
     return;
@@ -393,19 +461,22 @@ void Runner::enqueue_or_replay(cudaStream_t stream) {
 }
 
 void Runner::enqueue_eager(cudaStream_t stream) {
+  DeviceScope on_device(device_);
   require_input_shapes();
   run_enqueue_v3(stream);
 }
 
 bool Runner::graph_active() const noexcept { return static_cast<bool>(impl_->graph_exec); }
 
-std::string Runner::take_log() {
-  std::string plugin_log = plugin_logger().take();
-  std::string log = impl_->logger.take();
-  return plugin_log.empty() ? log : plugin_log + (log.empty() ? "" : "\n" + log);
-}
+std::string Runner::take_log() { return impl_->take_log(); }
 
 std::string runtime_version() { return version_string(getInferLibVersion()); }
+
+std::string runtime_library() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&getInferLibVersion), &info) == 0 || info.dli_fname == nullptr) return "";
+  return info.dli_fname;
+}
 
 std::string header_version() {
   return std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +

@@ -41,6 +41,20 @@ struct EnqueueTimings {
   float gpu_ms = 0.f;
 };
 
+// Makes `device` current for the life of the scope, then gives the caller's back: a runner's
+// TensorRT context and buffers belong to the device it was built on, and the calling thread's
+// current device may be any (a new thread starts on device 0).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();  // restores the previous device; never throws
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 class Runner {
  public:
   // engine: the serialized engine bytes. dla_core >= 0 runs on that DLA core (the engine must have
@@ -62,9 +76,13 @@ class Runner {
   std::vector<std::int64_t> output_shape(const std::string& name) const;
   // TensorRT requires device addresses aligned to 256 bytes; a misaligned one is refused here.
   void set_tensor_address(const std::string& name, void* device_pointer);
-  // True after an input shape changed until the next enqueue that ran outside stream capture:
-  // TensorRT allocates resources on that first enqueue, which must not happen inside a capture.
-  bool needs_eager_enqueue() const noexcept { return needs_eager_; }
+  // Bumped whenever an input shape given to TensorRT changes, by any user of this runner: TensorRT
+  // re-plans the context then, and work captured under another generation is stale (it may point
+  // at memory the re-plan freed), even if the shapes have since come back to what they were.
+  std::uint64_t plan_generation() const noexcept { return plan_generation_; }
+  // True once an enqueue ran outside stream capture at the current generation: TensorRT allocates
+  // and re-plans on the first enqueue after a shape change, which must not happen inside a capture.
+  bool plan_settled() const noexcept { return eager_generation_ == plan_generation_; }
   // With graphs enabled, a call whose shapes and addresses match the previous one replays a CUDA
   // graph captured from enqueueV3 (the first call with new shapes or addresses runs eagerly, the
   // second captures). Capture failure, or an engine that cannot be captured, falls back to eager
@@ -76,7 +94,8 @@ class Runner {
   bool graph_active() const noexcept;
   // Timings of the last enqueue() (not of enqueue_eager()).
   EnqueueTimings last_timings() const;
-  // The TensorRT log lines of warning level and above seen since the last call.
+  // The TensorRT log lines of warning level and above seen since the last call: this runner's, and
+  // those logged where no runner was calling TensorRT (the plugin library, work run later).
   std::string take_log();
 
  private:
@@ -89,12 +108,16 @@ class Runner {
   std::vector<TensorInfo> tensors_;
   int device_ = 0;
   bool use_graph_ = false;
-  bool needs_eager_ = true;
+  std::uint64_t plan_generation_ = 1;
+  std::uint64_t eager_generation_ = 0;
 };
 
 // The version of the TensorRT library loaded at run time ("major.minor.patch"); compared with the
 // headers' version to explain "engine built with another TensorRT" errors.
 std::string runtime_version();
 std::string header_version();
+// The file the loaded libnvinfer came from ("" when the loader cannot say): with several TensorRT
+// installs (a tarball, PyPI's wheel) the first one loaded into the process serves every user.
+std::string runtime_library();
 
 }  // namespace m2f::trt

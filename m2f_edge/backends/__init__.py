@@ -18,6 +18,7 @@ import os
 from typing import Union
 
 from .base import Backend, UnsupportedModelError, detect_contract
+from .engine_cache import onnx_model_metadata
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ONNX_SUFFIXES = (".onnx",)
@@ -61,8 +62,6 @@ def _open_tensorrt_from_onnx(path: str) -> Backend:
         raise ImportError("cannot build or load a TensorRT engine for '{}': {}. Run it with backend='onnxruntime' "
                           "instead".format(path, exc)) from exc
     if not engine.metadata:
-        from ..engine_builder import onnx_model_metadata
-
         engine.metadata = onnx_model_metadata(path)
     return engine
 

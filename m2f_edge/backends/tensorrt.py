@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .base import Backend, UnsupportedModelError, check_input_shape
+from . import engine_cache
 
 _TRT_DTYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64,
                "uint8": np.uint8, "bool": np.bool_}
@@ -29,19 +30,17 @@ def _core_tensorrt():
 def check_engine_sidecar(path: str) -> None:
     """Raise a clear error when the engine's sidecar says it was built for another TensorRT or GPU.
     Engines without a sidecar (e.g. from trtexec) are left to TensorRT's own check."""
-    from ..engine_builder import read_sidecar, target_device, tensorrt_version
-
-    record = read_sidecar(path)
+    record = engine_cache.read_sidecar(path)
     if not record:
         return
     meta = record.get("metadata") or {}
-    here_trt = tensorrt_version()
+    here_trt = engine_cache.runtime_tensorrt_version()
     if meta.get("tensorrt_version") and here_trt and meta["tensorrt_version"] != here_trt:
         raise RuntimeError("engine '{}' was built with TensorRT {}, and this machine has TensorRT {}: rebuild it here "
                            "with `m2f-edge build` (engines are not portable across TensorRT versions)".format(
                                path, meta["tensorrt_version"], here_trt))
     built_for = meta.get("device") or {}
-    here = target_device(built_for.get("dla_core"))
+    here = engine_cache.target_device(built_for.get("dla_core"))
     if built_for.get("gpu_name") and here.get("gpu_name") and (
             built_for.get("gpu_name") != here.get("gpu_name")
             or built_for.get("compute_capability") != here.get("compute_capability")):
@@ -97,15 +96,14 @@ class TensorRTBackend(Backend):
         # The engine does not keep its ONNX's metadata_props; its sidecar does (m2f-edge build and the
         # engine cache both write them), so a raw-head engine from a Hugging Face export gets the same
         # no-object index here as its ONNX gets from ONNX Runtime.
-        from ..engine_builder import engine_model_metadata
-
-        self.metadata = engine_model_metadata(path)
+        self.metadata = engine_cache.engine_model_metadata(path)
 
     @classmethod
     def from_onnx(cls, onnx_path: str, options=None, cache_dir: Optional[str] = None, **kwargs) -> "TensorRTBackend":
         """Build (first time) or reuse the cached engine for this ONNX file, TensorRT, GPU, precision
-        and batch range (see m2f_edge.engine_builder.cached_engine), then load it."""
-        from ..engine_builder import cached_engine
+        and batch range (see m2f_edge.models.tensorrt_build.cached_engine), then load it."""
+        # The builder is offline work (TensorRT's Python package, the model tools): loaded only here.
+        from ..models.tensorrt_build import cached_engine
 
         engine = cached_engine(onnx_path, options, cache_dir=cache_dir)
         return cls(engine, dla_core=getattr(options, "dla_core", None), **kwargs)
@@ -154,9 +152,7 @@ class TensorRTBackend(Backend):
         self._engine = None
 
     def describe(self) -> str:
-        from ..engine_builder import tensorrt_version
-
         lo, hi = self.batch_range
         return "tensorrt {} on {} ({} input, batch {}..{}{})".format(
-            tensorrt_version(), self._gpu_name, self.input_dtype.name, lo, hi,
+            engine_cache.runtime_tensorrt_version(), self._gpu_name, self.input_dtype.name, lo, hi,
             ", zero-copy outputs" if self._zero_copy else "")

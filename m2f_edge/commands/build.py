@@ -49,9 +49,10 @@ def default_output(model: str, fp16: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .._outputs import refuse_replacing
+    from ..backends.engine_cache import BuildOptions, parse_batch, sidecar_path
     from ..demo import resolve_model
-    from ..engine_builder import (BuildOptions, TAO_FP32_LAYERS, build_with_sidecar, import_tensorrt, parse_batch,
-                                  sidecar_path)
+    from ..models.tensorrt_build import build_with_sidecar, import_tensorrt
+    from ..tao import TAO_FP32_LAYERS
 
     named = args.model
     args.model = resolve_model(named)

@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..tao import TAO_FP32_LAYERS
 from .portable import PLUGIN_OP_TYPE, _weightless_view
 
 _log = logging.getLogger("m2f_edge.models.fp16")
@@ -77,6 +78,7 @@ ANY_TYPE_INPUTS = {"Shape": (0,), "Size": (0,), "Cast": (0,)}
 METADATA_KEY = "m2f_edge.float16"
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
+FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
 class Float16Report(dict):
@@ -172,95 +174,130 @@ def convert_float16(model: onnx.ModelProto, keep_prefixes: Optional[Sequence[str
                     ) -> Tuple[onnx.ModelProto, Float16Report]:
     """A float16 copy of `model` (the input is not changed) and a report of what was done.
 
-    keep_prefixes: node-name prefixes kept float32 (default: engine_builder.TAO_FP32_LAYERS; () for none).
+    keep_prefixes: node-name prefixes kept float32 (default: m2f_edge.tao.TAO_FP32_LAYERS; () for none).
     keep_op_types: op types kept float32 (default FP32_OP_TYPES; give a set to replace it, e.g.
     FP32_OP_TYPES | {"MultiscaleDeformableAttnPlugin_TRT"} to keep the plugin in float32 too).
     keep_io_types: graph inputs and outputs keep their types (Casts inside the graph)."""
     if not isinstance(model, onnx.ModelProto):
         raise TypeError("model: expected an onnx.ModelProto, got {}".format(type(model).__name__))
     if keep_prefixes is None:
-        from ..engine_builder import TAO_FP32_LAYERS
-
         keep_prefixes = TAO_FP32_LAYERS
     keep_prefixes = tuple(str(p) for p in keep_prefixes)
     keep_ops = FP32_OP_TYPES if keep_op_types is None else frozenset(str(t) for t in keep_op_types)
     if model_has_float16(model):
         raise ValueError("model: already holds float16 tensors; convert_float16 takes a float32 model")
+    conversion = _Conversion(model, keep_prefixes, keep_ops, bool(keep_io_types))
+    conversion.rewrite()
+    return conversion.out, conversion.finish()
 
-    types = tensor_types(model)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    nodes = list(graph.node)
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
-    def is_float(name: str) -> bool:
-        return bool(name) and types.get(name) == FLOAT
+def _to_float16(tensor: onnx.TensorProto, name: str, base_dir: Optional[str] = None) -> onnx.TensorProto:
+    array = numpy_helper.to_array(tensor) if base_dir is None else numpy_helper.to_array(tensor, base_dir=base_dir)
+    return numpy_helper.from_array(array.astype(np.float16), name)
 
-    graph_inputs = {i.name for i in graph.input}
-    initializers = {init.name: init for init in graph.initializer if init.name not in graph_inputs}
-    constant_nodes = {}  # output name -> node index, for float32 Constant nodes with a tensor value
-    for index, node in enumerate(nodes):
-        if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS and len(node.output) == 1:
-            values = [a for a in node.attribute if a.name == "value"]
-            if values and values[0].t.data_type == FLOAT:
-                constant_nodes[node.output[0]] = index
-    flexible = set(n for n, init in initializers.items() if init.data_type == FLOAT) | set(constant_nodes)
 
-    fits_cache = {}  # type: Dict[str, bool]
+class _Conversion:
+    """One convert_float16 call, in its steps: what the copy holds (tensor types, float32 constants,
+    tensors subgraphs read), which nodes run in float16 (roles), the type each float32 tensor ends
+    with (final), then the rewrite (Casts and float16 twins where a reader needs the other type)."""
 
-    def constant_fits(name: str) -> bool:
-        if name not in fits_cache:
-            if name in initializers:
-                array = numpy_helper.to_array(initializers[name], base_dir="")
+    def __init__(self, model: onnx.ModelProto, keep_prefixes: Tuple[str, ...], keep_ops: frozenset,
+                 keep_io_types: bool):
+        self.types = tensor_types(model)
+        self.out = onnx.ModelProto()
+        self.out.CopyFrom(model)
+        self.graph = self.out.graph
+        self.nodes = list(self.graph.node)
+        self.keep_prefixes, self.keep_ops, self.keep_io_types = keep_prefixes, keep_ops, keep_io_types
+        self.graph_inputs = {i.name for i in self.graph.input}
+        self.outputs = {o.name for o in self.graph.output}
+        self.initializers = {init.name: init for init in self.graph.initializer if init.name not in self.graph_inputs}
+        self.constant_nodes = {}  # type: Dict[str, int]  output name -> index of a float32 Constant with a tensor value
+        for index, node in enumerate(self.nodes):
+            if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS and len(node.output) == 1:
+                values = [a for a in node.attribute if a.name == "value"]
+                if values and values[0].t.data_type == FLOAT:
+                    self.constant_nodes[node.output[0]] = index
+        # constants whose type follows their readers
+        self.flexible = set(n for n, init in self.initializers.items() if init.data_type == FLOAT) | set(
+            self.constant_nodes)
+        self.fits_cache = {}  # type: Dict[str, bool]
+        self.pinned = set()  # type: Set[str]  tensors read by subgraphs: they stay float32
+        for node in self.nodes:
+            if _has_subgraph(node):
+                self.pinned |= _subgraph_reads(node)
+        self.role = {}  # type: Dict[int, str]  index -> "fp16" | reason kept float32; absent: untouched
+        for index, node in enumerate(self.nodes):
+            why = self._role_of(node)
+            if why is not None:
+                self.role[index] = why
+        self.final = self._final_types()
+        self.taken = set(self.types) | {n for node in self.nodes for n in list(node.input) + list(node.output)} | set(
+            self.initializers)
+        # graph outputs keep their type: the float16 tensor is renamed and cast back
+        self.renamed = {}  # type: Dict[str, str]
+        if keep_io_types:
+            for name in self.outputs:
+                if self.final.get(name) == HALF and name not in self.flexible:
+                    self.renamed[name] = self.fresh(name + "_fp16")
+                    self.final[self.renamed[name]] = HALF
+        # the rewrite's state
+        self.converted_casts = {}  # type: Dict[Tuple[str, int], str]  (tensor, type) -> converted tensor
+        self.new_nodes_after = {}  # type: Dict[int, List[onnx.NodeProto]]  producer index (-1: graph start)
+        self.new_initializers = []  # type: List[onnx.TensorProto]
+        self.producer = {name: index for index, node in enumerate(self.nodes) for name in node.output}
+        self.report = Float16Report(casts=0, constant_twins=0)
+
+    # ---- analysis
+
+    def is_float(self, name: str) -> bool:
+        return bool(name) and self.types.get(name) == FLOAT
+
+    def constant_fits(self, name: str) -> bool:
+        if name not in self.fits_cache:
+            if name in self.initializers:
+                array = numpy_helper.to_array(self.initializers[name], base_dir="")
             else:
-                attr = [a for a in nodes[constant_nodes[name]].attribute if a.name == "value"][0]
-                array = numpy_helper.to_array(attr.t)
-            fits_cache[name] = _float_value(np.asarray(array, np.float32))
-        return fits_cache[name]
+                array = numpy_helper.to_array(self._constant_value(name).t)
+            self.fits_cache[name] = _float_value(np.asarray(array, np.float32))
+        return self.fits_cache[name]
 
-    pinned = set()  # type: Set[str]  tensors read by subgraphs: they stay float32
-    for node in nodes:
-        if _has_subgraph(node):
-            pinned |= _subgraph_reads(node)
+    def _constant_value(self, name: str) -> onnx.AttributeProto:
+        return [a for a in self.nodes[self.constant_nodes[name]].attribute if a.name == "value"][0]
 
-    # ---- which nodes run in float16
-    role = {}  # index -> "fp16" | reason kept float32; absent: no float tensor, untouched
-    for index, node in enumerate(nodes):
-        if node.op_type == "Constant" and node.output and node.output[0] in constant_nodes:
-            continue  # typed by its readers
+    def _role_of(self, node: onnx.NodeProto) -> Optional[str]:
+        """"fp16", why the node stays float32, or None for a node with no float tensor (untouched)."""
+        if node.op_type == "Constant" and node.output and node.output[0] in self.constant_nodes:
+            return None  # typed by its readers
         names = [n for n in list(node.input) + list(node.output) if n]
         float_attr = any(a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT for a in node.attribute)
-        untyped = any(n not in types for n in names)
-        if not (any(is_float(n) for n in names) or float_attr or untyped):
-            continue
-        standard = node.domain in _STANDARD_DOMAINS
+        untyped = any(n not in self.types for n in names)
+        if not (any(self.is_float(n) for n in names) or float_attr or untyped):
+            return None
         if _has_subgraph(node):
-            role[index] = "subgraph"
-        elif any(node.name.startswith(p) for p in keep_prefixes):
-            role[index] = "name"
-        elif node.op_type in keep_ops:
-            role[index] = "op type"
-        elif not standard and node.op_type not in FP16_CUSTOM_OP_TYPES:
-            role[index] = "custom op"
-        elif untyped:
-            # downstream of an op shape inference cannot type (an unknown custom op): float32, as it was
-            role[index] = "untyped"
-        elif node.op_type == "Constant":
-            role[index] = "op type"  # value_float(s) and friends: cast where read
-        elif any(is_float(n) and n in pinned for n in node.output):
-            role[index] = "read by a subgraph"
-        elif any(n in flexible and not constant_fits(n) for n in node.input if n) or any(
+            return "subgraph"
+        if any(node.name.startswith(p) for p in self.keep_prefixes):
+            return "name"
+        if node.op_type in self.keep_ops:
+            return "op type"
+        if node.domain not in _STANDARD_DOMAINS and node.op_type not in FP16_CUSTOM_OP_TYPES:
+            return "custom op"
+        if untyped:
+            return "untyped"  # downstream of an op shape inference cannot type (an unknown custom op): as it was
+        if node.op_type == "Constant":
+            return "op type"  # value_float(s) and friends: cast where read
+        if any(self.is_float(n) and n in self.pinned for n in node.output):
+            return "read by a subgraph"
+        if any(n in self.flexible and not self.constant_fits(n) for n in node.input if n) or any(
                 a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT
                 and not _float_value(numpy_helper.to_array(a.t)) for a in node.attribute):
-            role[index] = "constant beyond float16"
-        else:
-            role[index] = "fp16"
+            return "constant beyond float16"
+        return "fp16"
 
-    def wanted(index: int, slot: int) -> Optional[int]:
+    def wanted(self, index: int, slot: int) -> Optional[int]:
         """The type node `index` needs at input `slot` (None: any)."""
-        node = nodes[index]
-        if role.get(index, "fp16") != "fp16":
+        node = self.nodes[index]
+        if self.role.get(index, "fp16") != "fp16":
             return FLOAT
         if slot in ANY_TYPE_INPUTS.get(node.op_type, ()):
             return None
@@ -268,173 +305,165 @@ def convert_float16(model: onnx.ModelProto, keep_prefixes: Optional[Sequence[str
             return FLOAT
         return HALF
 
-    # ---- the type each float32 tensor ends with
-    readers = {}  # type: Dict[str, List[Tuple[int, int]]]
-    for index, node in enumerate(nodes):
-        for slot, name in enumerate(node.input):
-            if is_float(name):
-                readers.setdefault(name, []).append((index, slot))
-    outputs = {o.name for o in graph.output}
-    final = {}  # type: Dict[str, int]
-    for name in graph_inputs:
-        if is_float(name):
-            final[name] = FLOAT if keep_io_types else HALF
-    for index, node in enumerate(nodes):
-        if index in role:
-            for name in node.output:
-                if is_float(name):
-                    final[name] = HALF if role[index] == "fp16" else FLOAT
-    for name in flexible:
-        if name in pinned:
-            final[name] = FLOAT
-            continue
-        needs = {wanted(i, s) for i, s in readers.get(name, [])} - {None}
-        if name in outputs:
-            needs.add(FLOAT if keep_io_types else HALF)
-        final[name] = HALF if needs == {HALF} else FLOAT
+    def _final_types(self) -> Dict[str, int]:
+        """The type each float32 tensor ends with."""
+        readers = {}  # type: Dict[str, List[Tuple[int, int]]]
+        for index, node in enumerate(self.nodes):
+            for slot, name in enumerate(node.input):
+                if self.is_float(name):
+                    readers.setdefault(name, []).append((index, slot))
+        final = {}  # type: Dict[str, int]
+        for name in self.graph_inputs:
+            if self.is_float(name):
+                final[name] = FLOAT if self.keep_io_types else HALF
+        for index, node in enumerate(self.nodes):
+            if index in self.role:
+                for name in node.output:
+                    if self.is_float(name):
+                        final[name] = HALF if self.role[index] == "fp16" else FLOAT
+        for name in self.flexible:
+            if name in self.pinned:
+                final[name] = FLOAT
+                continue
+            needs = {self.wanted(i, s) for i, s in readers.get(name, [])} - {None}
+            if name in self.outputs:
+                needs.add(FLOAT if self.keep_io_types else HALF)
+            final[name] = HALF if needs == {HALF} else FLOAT
+        return final
 
-    # ---- graph outputs keep their type: the float16 tensor is renamed and cast back
-    renamed = {}  # type: Dict[str, str]
-    taken = set(types) | {n for node in nodes for n in list(node.input) + list(node.output)} | set(initializers)
-
-    def fresh(hint: str) -> str:
+    def fresh(self, hint: str) -> str:
         name, k = hint, 1
-        while name in taken:
+        while name in self.taken:
             name, k = "{}_{}".format(hint, k), k + 1
-        taken.add(name)
+        self.taken.add(name)
         return name
 
-    if keep_io_types:
-        for name in outputs:
-            if final.get(name) == HALF and name not in flexible:
-                renamed[name] = fresh(name + "_fp16")
-                final[renamed[name]] = HALF
-
     # ---- rewrite
-    converted_casts = {}  # (tensor, type) -> name of the converted tensor
-    new_nodes_after = {}  # type: Dict[int, List[onnx.NodeProto]]  index of producer (-1: graph start)
-    new_initializers = []  # type: List[onnx.TensorProto]
-    producer = {}
-    for index, node in enumerate(nodes):
-        for name in node.output:
-            producer[name] = index
-    report = Float16Report(casts=0, constant_twins=0)
 
-    def converted(name: str, to: int) -> str:
+    def converted(self, name: str, to: int) -> str:
         """`name` as type `to`: a float16 twin of a constant, or a Cast after its producer."""
         key = (name, to)
-        if name in renamed and to == FLOAT:
+        if name in self.renamed and to == FLOAT:
             return name  # the graph output itself, cast back to float32
-        if key in converted_casts:
-            return converted_casts[key]
+        if key in self.converted_casts:
+            return self.converted_casts[key]
         suffix = "_fp16" if to == HALF else "_fp32"
-        if name in initializers and to == HALF:
-            twin = numpy_helper.from_array(numpy_helper.to_array(initializers[name], base_dir="").astype(np.float16),
-                                           fresh(name + suffix))
-            new_initializers.append(twin)
+        if name in self.initializers and to == HALF:
+            twin = _to_float16(self.initializers[name], self.fresh(name + suffix), base_dir="")
+            self.new_initializers.append(twin)
             result = twin.name
-            report["constant_twins"] += 1
-        elif name in constant_nodes and to == HALF:
-            source = nodes[constant_nodes[name]]
-            value = [a for a in source.attribute if a.name == "value"][0]
-            result = fresh(name + suffix)
-            twin = helper.make_node("Constant", [], [result], name=fresh((source.name or name) + suffix),
-                                    value=numpy_helper.from_array(numpy_helper.to_array(value.t).astype(np.float16)))
-            new_nodes_after.setdefault(constant_nodes[name], []).append(twin)
-            report["constant_twins"] += 1
+            self.report["constant_twins"] += 1
+        elif name in self.constant_nodes and to == HALF:
+            source = self.nodes[self.constant_nodes[name]]
+            result = self.fresh(name + suffix)
+            twin = helper.make_node("Constant", [], [result], name=self.fresh((source.name or name) + suffix),
+                                    value=_to_float16(self._constant_value(name).t, ""))
+            self.new_nodes_after.setdefault(self.constant_nodes[name], []).append(twin)
+            self.report["constant_twins"] += 1
         else:
-            source_name = renamed.get(name, name)
-            result = fresh(name + suffix)
-            cast = helper.make_node("Cast", [source_name], [result], name=fresh(result + "_cast"), to=to)
-            new_nodes_after.setdefault(producer.get(name, -1), []).append(cast)
-            report["casts"] += 1
-        converted_casts[key] = result
+            result = self.fresh(name + suffix)
+            cast = helper.make_node("Cast", [self.renamed.get(name, name)], [result], name=self.fresh(result + "_cast"),
+                                    to=to)
+            self.new_nodes_after.setdefault(self.producer.get(name, -1), []).append(cast)
+            self.report["casts"] += 1
+        self.converted_casts[key] = result
         return result
 
-    for index, node in enumerate(nodes):
+    def rewrite(self) -> None:
+        for index, node in enumerate(self.nodes):
+            self._retype_inputs(index, node)
+            for slot, name in enumerate(node.output):
+                if name in self.renamed:
+                    node.output[slot] = self.renamed[name]
+            if self.role.get(index) == "fp16":
+                self._float16_attributes(node)
+        self._convert_flexible_constants()
+        for name, inner in self.renamed.items():
+            cast = helper.make_node("Cast", [inner], [name], name=self.fresh(name + "_to_fp32_cast"), to=FLOAT)
+            self.new_nodes_after.setdefault(self.producer.get(name, -1), []).append(cast)
+            self.report["casts"] += 1
+        ordered = list(self.new_nodes_after.get(-1, []))
+        for index, node in enumerate(self.nodes):
+            ordered.append(node)
+            ordered.extend(self.new_nodes_after.get(index, []))
+        del self.graph.node[:]
+        self.graph.node.extend(ordered)
+        self.graph.initializer.extend(self.new_initializers)
+        self._declare_types()
+
+    def _retype_inputs(self, index: int, node: onnx.NodeProto) -> None:
         for slot, name in enumerate(node.input):
-            if not is_float(name):
+            if not self.is_float(name):
                 continue
-            need = wanted(index, slot)
-            have = final.get(name, FLOAT)
-            if need is None or need == have:
-                if name in renamed:
-                    node.input[slot] = renamed[name]
+            need = self.wanted(index, slot)
+            if need is None or need == self.final.get(name, FLOAT):
+                if name in self.renamed:
+                    node.input[slot] = self.renamed[name]
                 continue
-            node.input[slot] = converted(name, need)
-        for slot, name in enumerate(node.output):
-            if name in renamed:
-                node.output[slot] = renamed[name]
-        if role.get(index) == "fp16":
-            for attr in node.attribute:
-                if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
-                    attr.i = HALF
-                elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16),
-                                                            attr.t.name))
-            if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute) and any(
-                    is_float(n) for n in node.output):
-                node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(
-                    np.zeros(1, np.float16))))
-    # constants read only by float16 nodes become float16 in place
-    for name in flexible:
-        if final[name] != HALF:
-            continue
-        if name in initializers:
-            init = initializers[name]
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init, base_dir="").astype(np.float16), name))
-        else:
-            attr = [a for a in nodes[constant_nodes[name]].attribute if a.name == "value"][0]
-            attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
-    for name, inner in renamed.items():
-        cast = helper.make_node("Cast", [inner], [name], name=fresh(name + "_to_fp32_cast"), to=FLOAT)
-        new_nodes_after.setdefault(producer.get(name, -1), []).append(cast)
-        report["casts"] += 1
+            node.input[slot] = self.converted(name, need)
 
-    ordered = list(new_nodes_after.get(-1, []))
-    for index, node in enumerate(nodes):
-        ordered.append(node)
-        ordered.extend(new_nodes_after.get(index, []))
-    del graph.node[:]
-    graph.node.extend(ordered)
-    graph.initializer.extend(new_initializers)
+    def _float16_attributes(self, node: onnx.NodeProto) -> None:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
+                attr.i = HALF
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT:
+                attr.t.CopyFrom(_to_float16(attr.t, attr.t.name))
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute) and any(
+                self.is_float(n) for n in node.output):
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
 
-    # ---- declared types
-    for info in graph.value_info:
-        if final.get(info.name) == HALF and info.type.tensor_type.elem_type == FLOAT:
-            info.type.tensor_type.elem_type = HALF
-    if not keep_io_types:
-        for info in list(graph.input) + list(graph.output):
-            if final.get(info.name) == HALF:
+    def _convert_flexible_constants(self) -> None:
+        """Constants read only by float16 nodes become float16 in place."""
+        for name in self.flexible:
+            if self.final[name] != HALF:
+                continue
+            if name in self.initializers:
+                init = self.initializers[name]
+                init.CopyFrom(_to_float16(init, name, base_dir=""))
+            else:
+                attr = self._constant_value(name)
+                attr.t.CopyFrom(_to_float16(attr.t, attr.t.name))
+
+    def _declare_types(self) -> None:
+        graph = self.graph
+        for info in graph.value_info:
+            if self.final.get(info.name) == HALF and info.type.tensor_type.elem_type == FLOAT:
                 info.type.tensor_type.elem_type = HALF
-    for name, inner in renamed.items():  # the float16 tensor before the output Cast keeps the output's shape
-        for info in graph.output:
-            if info.name == name:
-                twin = graph.value_info.add()
-                twin.CopyFrom(info)
-                twin.name = inner
-                twin.type.tensor_type.elem_type = HALF
+        if not self.keep_io_types:
+            for info in list(graph.input) + list(graph.output):
+                if self.final.get(info.name) == HALF:
+                    info.type.tensor_type.elem_type = HALF
+        for name, inner in self.renamed.items():  # the float16 tensor before the output Cast keeps the output's shape
+            for info in graph.output:
+                if info.name == name:
+                    twin = graph.value_info.add()
+                    twin.CopyFrom(info)
+                    twin.name = inner
+                    twin.type.tensor_type.elem_type = HALF
 
-    kept = OrderedDict()  # type: Dict[str, List[str]]
-    for index, why in role.items():
-        if why != "fp16":
-            kept.setdefault(why, []).append(nodes[index].name or nodes[index].op_type)
-    report.update(
-        recipe=RECIPE_VERSION,
-        nodes_fp16=sum(1 for why in role.values() if why == "fp16"),
-        nodes_fp32=sum(len(v) for v in kept.values()),
-        kept_fp32=dict(kept),
-        constants_fp16=sum(1 for n in flexible if final[n] == HALF),
-        keep_prefixes=list(keep_prefixes),
-        keep_io_types=bool(keep_io_types),
-        plugin_fp16=PLUGIN_OP_TYPE not in keep_ops,
-    )
-    entry = out.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = json.dumps({"recipe": RECIPE_VERSION, "keep_prefixes": list(keep_prefixes),
-                              "nodes_fp32": report["nodes_fp32"], "nodes_fp16": report["nodes_fp16"]},
-                             sort_keys=True)
-    return out, report
+    def finish(self) -> Float16Report:
+        """The report, also recorded in the model's metadata_props (METADATA_KEY)."""
+        kept = OrderedDict()  # type: Dict[str, List[str]]
+        for index, why in self.role.items():
+            if why != "fp16":
+                kept.setdefault(why, []).append(self.nodes[index].name or self.nodes[index].op_type)
+        report = self.report
+        report.update(
+            recipe=RECIPE_VERSION,
+            nodes_fp16=sum(1 for why in self.role.values() if why == "fp16"),
+            nodes_fp32=sum(len(v) for v in kept.values()),
+            kept_fp32=dict(kept),
+            constants_fp16=sum(1 for n in self.flexible if self.final[n] == HALF),
+            keep_prefixes=list(self.keep_prefixes),
+            keep_io_types=self.keep_io_types,
+            plugin_fp16=PLUGIN_OP_TYPE not in self.keep_ops,
+        )
+        entry = self.out.metadata_props.add()
+        entry.key = METADATA_KEY
+        entry.value = json.dumps({"recipe": RECIPE_VERSION, "keep_prefixes": list(self.keep_prefixes),
+                                  "nodes_fp32": report["nodes_fp32"], "nodes_fp16": report["nodes_fp16"]},
+                                 sort_keys=True)
+        return report
 
 
 def summary(report: Dict[str, Any]) -> str:

@@ -12,7 +12,7 @@
 #pragma once
 
 #if !defined(M2F_CUDA_EMULATION)
-#error "m2f/cuda/emulation.hpp belongs to the CUDA emulation build (M2F_CUDA=EMULATE) only"
+#error "emulation/emulation.hpp belongs to the CUDA emulation build (M2F_CUDA=EMULATE) only"
 #endif
 
 #define __host__
