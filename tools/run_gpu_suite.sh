@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One command on a GPU machine (the lent H100/H200 box included: no internet, 600 s per command):
-# build the core in place with CUDA (and TensorRT where it is found), then run the GPU tests (every
-# kernel against its CPU twin, zero-copy CuPy/PyTorch inputs), the GPU benchmark, and the CPU suite
-# against that build. Nothing is downloaded.
+# build the core in place with CUDA (and TensorRT where it is found), then run the TensorRT checks first,
+# the GPU tests (every kernel against its CPU twin, zero-copy CuPy/PyTorch inputs), m2f-edge verify on the
+# demo model (the device runner against the host reference), the GPU benchmark, and the CPU suite against
+# that build. Nothing is downloaded.
 #   tools/run_gpu_suite.sh
 # Logs and results go to $OUT when set (the device tool brings that folder back), else to
 # ${M2F_GPU_OUT:-build/gpu-suite}. Exit status: 0 only if the build, the GPU tests and the
-# benchmark all succeeded and the CPU suite passed (or was cut short by the time budget, which
+# benchmark all succeeded, m2f-edge verify passed, and the CPU suite passed (or was cut short by the time budget, which
 # the log says).
 # Knobs: M2F_CUDA_ARCHITECTURES (default: this GPU's compute capability, else 90), JOBS (nproc),
 # PYTHON (python3), M2F_SUITE_BUDGET (seconds for the whole script, default 570).
@@ -75,6 +76,17 @@ timeout --signal=INT --kill-after=20 "$(stage_limit 120)" \
 stage "GPU tests (kernels vs CPU twins, zero-copy inputs, TensorRT runner where built)"
 timeout --signal=INT --kill-after=20 "$(stage_limit 300)" \
   "$py" -m pytest tests -m gpu "${pytest_args[@]}" --junitxml="$out/gpu-tests.xml" || status=1
+
+stage "m2f-edge verify: the device runner against the host reference, on the demo model"
+# the report a user's first run on a new device gives; with TensorRT the device runner runs an FP16 engine of
+# the demo model, without it the report says which part could not run here
+verify_args=(demo --frames 8 --json "$out/verify.json")
+if "$py" -c "import sys; from m2f_edge import _core; sys.exit(0 if getattr(_core.tensorrt, 'available', False) else 1)"; then
+  timeout --signal=INT --kill-after=20 "$(stage_limit 120)" \
+    "$py" -m m2f_edge build demo -o "$out/demo.engine" --fp16 > "$out/verify-build.log" 2>&1 \
+    && verify_args+=(--engine "$out/demo.engine") || { tail -n 20 "$out/verify-build.log"; status=1; }
+fi
+timeout --signal=INT --kill-after=20 "$(stage_limit 90)" "$py" -m m2f_edge verify "${verify_args[@]}" || status=1
 
 stage "GPU benchmark"
 # with TensorRT: the tiny deployable engine, to compare mapped outputs with device buffers + a copy
