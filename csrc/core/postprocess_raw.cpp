@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "core/postprocess_frame.hpp"
@@ -224,7 +225,7 @@ FrameInstances postprocess_raw(const TensorView& class_logits, const TensorView&
     candidates.push_back(c);
   }
   detail::select_candidates(candidates, options);
-  return detail::map_to_frame(candidates, transform, options.threads);
+  return detail::map_to_frame(std::move(candidates), transform, options.threads);
 }
 
 }  // namespace m2f
