@@ -275,39 +275,62 @@ struct ItemStats {
   int y_min = 0, y_max = -1, x_min = 0, x_max = -1;
 };
 
-// Whether a dense row of n elements of item bytes each is all zero bits, 32 bytes at a time.
-bool all_zero_bits(const char* p, std::size_t bytes) {
+// The first / one past the last byte of p[0, bytes) that is not zero, 8 bytes at a time (bytes
+// when all are zero).
+std::size_t first_nonzero_byte(const char* p, std::size_t bytes) {
   std::size_t i = 0;
   for (; i + 32 <= bytes; i += 32) {
     std::uint64_t w[4];
     std::memcpy(w, p + i, 32);
-    if ((w[0] | w[1] | w[2] | w[3]) != 0) return false;
+    if ((w[0] | w[1] | w[2] | w[3]) != 0) break;
   }
-  for (; i < bytes; ++i)
-    if (p[i] != 0) return false;
-  return true;
+  for (; i + 8 <= bytes; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) break;
+  }
+  while (i < bytes && p[i] == 0) ++i;
+  return i;
+}
+
+std::size_t end_of_nonzero_bytes(const char* p, std::size_t bytes) {
+  std::size_t i = bytes;
+  for (; i >= 8; i -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i - 8, 8);
+    if (w != 0) break;
+  }
+  while (i > 0 && p[i - 1] == 0) --i;
+  return i;
 }
 
 // Shrinks the mask's support [y_begin, y_end) x [x_begin, x_end) to the box of its nonzero values
-// (NaN counts as nonzero; -0.0 may be kept inside: a wider support only costs time). Dense rows of
-// zero bits are skipped a word at a time; only rows that hold something are read element-wise,
-// and only from both ends inwards.
+// (NaN counts as nonzero; a -0.0 at the edge of a dense row may be kept inside: a wider support
+// only costs time). Dense rows are searched for nonzero bytes a word at a time, from both ends.
 void tighten_support(SourceMask& m) {
   if (m.empty()) return;
   const std::size_t item = dtype_size(m.dtype);
   const bool dense = m.col_stride == static_cast<std::int64_t>(item);
+  const std::size_t bytes = item * static_cast<std::size_t>(m.x_end - m.x_begin);
   int y_min = m.y_end, y_max = -1, x_min = m.x_end, x_max = -1;
   for (int y = m.y_begin; y < m.y_end; ++y) {
     const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride;
-    auto at = [&](int x) { return element_as_float(row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride, m.dtype); };
-    if (dense && all_zero_bits(row + static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride,
-                               item * static_cast<std::size_t>(m.x_end - m.x_begin)))
-      continue;
-    int first = m.x_begin;
-    while (first < m.x_end && at(first) == 0.f) ++first;
-    if (first == m.x_end) continue;
-    int last = m.x_end - 1;
-    while (at(last) == 0.f) --last;
+    int first = m.x_begin, last = m.x_end - 1;
+    if (dense) {
+      const char* start = row + static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
+      const std::size_t lo = first_nonzero_byte(start, bytes);
+      if (lo == bytes) continue;
+      const std::size_t hi = end_of_nonzero_bytes(start, bytes);
+      first = m.x_begin + static_cast<int>(lo / item);
+      last = m.x_begin + static_cast<int>((hi - 1) / item);
+    } else {
+      auto at = [&](int x) {
+        return element_as_float(row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride, m.dtype);
+      };
+      while (first < m.x_end && at(first) == 0.f) ++first;
+      if (first == m.x_end) continue;
+      while (at(last) == 0.f) --last;
+    }
     y_min = std::min(y_min, y);
     y_max = y;
     x_min = std::min(x_min, first);

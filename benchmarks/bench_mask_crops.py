@@ -1,0 +1,151 @@
+"""What masks cost now that post-processing keeps them cropped to their boxes (issue: masks cost
+what they cover), against full-frame masks, in one process.
+
+    python benchmarks/bench_mask_crops.py [--runs 15] [--threads 0] [--net 800] [--skip-8k]
+
+Inputs: the deployable contract's 100 float32 masks at --net x --net, each a blob covering 1-2 % of
+the frame, and K of them scoring above the threshold (K = 10, 50, 100), mapped to a 1080x1920 frame.
+For each K (median of --runs calls after 2 warm-up calls):
+  crops  _core.postprocess_deployable as it is now (masks computed and kept inside their boxes)
+  full   the same plus the (N, H, W) masks built from the crops (_core.expand_crops: what
+         Instances.masks costs, and the bytes today's full-mask results hold)
+and the result bytes each holds. Then 100 kept instances on a 7680x4320 frame in a fresh
+subprocess: post-processing, Instances and COCO RLE, with the process's peak RSS, then the
+instance map (an (H, W) int32 image, for drawing).
+Ratios are printed; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median_time(fn, runs):
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def crowded_inputs(net, kept, frame_hw, seed=0):
+    """100 masks (net x net float32), each one ellipse whose frame area is 1-2 % of the frame."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((100, net, net), np.float32)
+    for i in range(100):
+        fraction = rng.uniform(0.01, 0.02)
+        aspect = rng.uniform(0.6, 1.6)
+        a = np.sqrt(fraction * net * net / np.pi * aspect)
+        b = fraction * net * net / np.pi / a
+        centre = (int(rng.integers(int(a), net - int(a))), int(rng.integers(int(b), net - int(b))))
+        cv2.ellipse(masks[i], centre, (int(a), int(b)), 0.0, 0, 360, 1.0, -1)
+    scores = np.concatenate([rng.uniform(0.6, 0.99, kept), rng.uniform(0.0, 0.3, 100 - kept)]).astype(np.float32)
+    return masks, scores, np.zeros(100, np.int64)
+
+
+def result_bytes(result):
+    return sum(v.nbytes for v in result.values() if isinstance(v, np.ndarray))
+
+
+def run_8k(net, threads):
+    """In this (fresh) process: 100 kept on 7680x4320; prints a JSON line."""
+    from m2f_edge import Instances, _core
+
+    frame_h, frame_w = 4320, 7680
+    masks, scores, classes = crowded_inputs(net, 100, (frame_h, frame_w), seed=1)
+    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    transform = _core.ResizeTransform("stretch", frame_h, frame_w, net, net)
+    t0 = time.perf_counter()
+    result = _core.postprocess_deployable(masks, scores, classes, transform, threads=threads)
+    t_post = time.perf_counter() - t0
+    inst = Instances.from_core(result, (frame_h, frame_w))
+    t2 = time.perf_counter()
+    coco = inst.to_coco(image_id=0)
+    t_coco = time.perf_counter() - t2
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t1 = time.perf_counter()
+    instance_map = inst.instance_map  # (H, W) int32: 133 MB at this size, wanted for drawing only
+    t_map = time.perf_counter() - t1
+    print(json.dumps({"kept": len(inst), "postprocess_s": t_post, "instance_map_s": t_map, "to_coco_s": t_coco,
+                      "result_bytes": result_bytes(result), "instance_map_bytes": instance_map.nbytes,
+                      "peak_rss_bytes": peak, "rss_after_inputs_bytes": rss_inputs,
+                      "input_bytes": masks.nbytes, "coco_entries": len(coco)}))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="m2f_edge threads (0 = all cores)")
+    parser.add_argument("--net", type=int, default=800, help="square network input size")
+    parser.add_argument("--skip-8k", action="store_true", help="leave out the 7680x4320 subprocess")
+    parser.add_argument("--8k-child", dest="child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_8k(args.net, args.threads)
+        return
+
+    from m2f_edge import _core
+
+    frame_h, frame_w = 1080, 1920
+    transform = _core.ResizeTransform("stretch", frame_h, frame_w, args.net, args.net)
+    print("frame {}x{}, network {}x{}, 100 float32 masks of 1-2 % of the frame, median of {} runs, "
+          "m2f_edge threads {}".format(frame_h, frame_w, args.net, args.net, args.runs, args.threads or "all"))
+    print("\n{:>5} {:>10} {:>10} {:>8} {:>12} {:>12} {:>8}".format(
+        "kept", "crops ms", "full ms", "speedup", "crops MB", "full MB", "smaller"))
+    times = {}
+    for kept in (10, 50, 100):
+        masks, scores, classes = crowded_inputs(args.net, kept, (frame_h, frame_w))
+
+        def crops():
+            return _core.postprocess_deployable(masks, scores, classes, transform, threads=args.threads)
+
+        def full():
+            r = crops()
+            return r, _core.expand_crops(r["crops"], r["crop_offsets"], r["boxes"], r["image_size"],
+                                         threads=args.threads)
+
+        result = crops()
+        r_full, full_masks = full()
+        t_crops = median_time(crops, args.runs)
+        t_full = median_time(full, args.runs)
+        times[kept] = t_crops
+        crop_bytes = result_bytes(result)
+        full_bytes = result_bytes(r_full) - r_full["crops"].nbytes + full_masks.nbytes
+        print("{:>5} {:>10.2f} {:>10.2f} {:>7.1f}x {:>12.2f} {:>12.2f} {:>7.1f}x".format(
+            len(result["scores"]), t_crops * 1e3, t_full * 1e3, t_full / t_crops, crop_bytes / 1e6,
+            full_bytes / 1e6, full_bytes / crop_bytes))
+    print("\ncrops: post-processing time from 10 to 100 kept grows {:.2f}x".format(times[100] / times[10]))
+
+    if not args.skip_8k:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--8k-child", "--net", str(args.net),
+                              "--threads", str(args.threads)], env=env, check=True, capture_output=True, text=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print("\n7680x4320, {} kept (fresh process): post-processing {:.3f} s, instance_map {:.3f} s, "
+              "to_coco {:.3f} s".format(r["kept"], r["postprocess_s"], r["instance_map_s"], r["to_coco_s"]))
+        print("  result {:.1f} MB (full masks would be {:.0f} MB); peak RSS through post-processing and "
+              "to_coco {:.0f} MB, of which {:.0f} MB before post-processing (interpreter and the {:.0f} MB of "
+              "float32 model outputs)".format(
+                  r["result_bytes"] / 1e6, r["kept"] * 4320 * 7680 / 1e6, r["peak_rss_bytes"] / 1e6,
+                  r["rss_after_inputs_bytes"] / 1e6, r["input_bytes"] / 1e6))
+
+
+if __name__ == "__main__":
+    main()
