@@ -53,11 +53,14 @@ SelectionOptions selection_options(float score_threshold, int max_instances, int
 py::dict frame_instances_to_python(FrameInstances&& r) {
   const py::ssize_t n = static_cast<py::ssize_t>(r.count);
   const py::ssize_t used = static_cast<py::ssize_t>(r.crop_offsets.back());
-  auto* buffer = new MaskBuffer(std::move(r.crops));
-  py::capsule owner(buffer, [](void* p) { delete static_cast<MaskBuffer*>(p); });
-  py::array_t<std::uint8_t> crops(used, buffer->data() ? buffer->data() : nullptr, owner);
   py::dict d;
-  d["crops"] = crops;
+  if (r.crops.data()) {
+    auto* buffer = new MaskBuffer(std::move(r.crops));
+    py::capsule owner(buffer, [](void* p) { delete static_cast<MaskBuffer*>(p); });
+    d["crops"] = py::array_t<std::uint8_t>(used, buffer->data(), owner);
+  } else {  // the crops live elsewhere (a GPU result kept on the device)
+    d["crops"] = py::array_t<std::uint8_t>(0);
+  }
   d["crop_offsets"] = py::array_t<std::int64_t>(n + 1, r.crop_offsets.data());
   d["scores"] = py::array_t<float>(n, r.scores.data());
   d["labels"] = py::array_t<std::int64_t>(n, r.labels.data());

@@ -370,8 +370,9 @@ std::vector<FrameWindow> plan_windows(const std::vector<Candidate>& candidates, 
     if (m.empty()) continue;
     if (m.y_begin < 0 || m.x_begin < 0 || m.y_end > ch || m.x_end > cw)
       throw std::logic_error("map_to_frame: mask support outside the content region");
-    output_range(g.ytaps, m.y_begin, m.y_end, w.y0, w.y1);
-    output_range(g.plan.taps, m.x_begin, m.x_end, w.x0, w.x1);
+    const int H = static_cast<int>(g.ytaps.size()), W = static_cast<int>(g.plan.taps.size());
+    math::cv_linear_output_range(true, ch, H, m.y_begin, m.y_end, w.y0, w.y1);
+    math::cv_linear_output_range(false, cw, W, m.x_begin, m.x_end, w.x0, w.x1);
     w.offset = total;
     total += w.area();
   }
