@@ -258,6 +258,38 @@ def test_postprocess_deployable_matches_cpu(net, frame, resize, k, mask_dtype, c
         assert_same_instances(got, want)
 
 
+@pytest.mark.parametrize("mode,frame,net", [("stretch", (37, 53), (32, 32)), ("letterbox", (40, 90), (32, 48)),
+                                             ("letterbox", (90, 40), (48, 32)), ("stretch", (3, 70), (16, 16))])
+@pytest.mark.parametrize("mask_dtype", ["float32", "uint8"])
+def test_crops_at_frame_borders_match_cpu(mode, frame, net, mask_dtype):
+    """Instances touching each border, one-pixel masks in the corners, empty and padding-only masks:
+    the GPU's crops, boxes and areas are the CPU twin's, on both contracts."""
+    transform = _core.ResizeTransform(mode, frame[0], frame[1], net[0], net[1])
+    ch, cw = transform.content_height, transform.content_width
+    masks = np.zeros((10, net[0], net[1]), np.float32)
+    masks[0, :ch // 3, cw // 4:cw // 2] = 1
+    masks[1, ch - ch // 4:ch, cw // 3:cw // 2] = 1
+    masks[2, ch // 4:ch // 2, :cw // 5 + 1] = 1
+    masks[3, ch // 3:ch // 2, cw - cw // 6 - 1:cw] = 1
+    masks[4, :ch, :cw] = 1
+    masks[5, 0, 0] = masks[6, 0, cw - 1] = masks[7, ch - 1, 0] = masks[8, ch - 1, cw - 1] = 1
+    if ch < net[0]:
+        masks[9, ch:, :] = 1
+    elif cw < net[1]:
+        masks[9, :, cw:] = 1
+    masks = masks.astype(mask_dtype)
+    scores = np.linspace(0.95, 0.6, 10).astype(np.float32)
+    classes = np.zeros(10, np.int64)
+    want = _core.postprocess_deployable(masks, scores, classes, transform)
+    got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform)
+    assert_same_instances(got, want)
+    low = np.where(masks[:, ::4, ::4].astype(np.float32) > 0, 6.0, -6.0).astype(np.float32)
+    class_logits = np.tile(np.array([[-4.0, 4.0]], np.float32), (10, 1))
+    want = _core.postprocess_raw(class_logits, low, transform, topk=10, score_threshold=0.2)
+    got = gpu.postprocess_raw(to_device(class_logits), to_device(low), transform, topk=10, score_threshold=0.2)
+    assert_same_raw_instances(got, want, 0.2)
+
+
 def test_postprocess_deployable_strided_batch_views():
     rng = np.random.default_rng(5)
     batch = np.stack([blob_masks(rng, 30, 160, 160) for _ in range(2)])  # (2, K, H, W)
