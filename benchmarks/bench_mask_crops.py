@@ -1,15 +1,17 @@
 """What masks cost now that post-processing keeps them cropped to their boxes (issue: masks cost
 what they cover), against full-frame masks, in one process.
 
-    python benchmarks/bench_mask_crops.py [--runs 15] [--threads 0] [--net 800] [--skip-8k]
+    python benchmarks/bench_mask_crops.py [--runs 15] [--threads 0] [--net 800] [--skip-8k] [--today DIR]
 
-Inputs: the deployable contract's 100 float32 masks at --net x --net, each a blob covering 1-2 % of
+Inputs: the deployable contract's 100 masks (--dtype, float32 by default) at --net x --net, each a blob covering 1-2 % of
 the frame, and K of them scoring above the threshold (K = 10, 50, 100), mapped to a 1080x1920 frame.
 For each K (median of --runs calls after 2 warm-up calls):
   crops  _core.postprocess_deployable as it is now (masks computed and kept inside their boxes)
   full   the same plus the (N, H, W) masks built from the crops (_core.expand_crops: what
          Instances.masks costs, and the bytes today's full-mask results hold)
-and the result bytes each holds. Then 100 kept instances on a 7680x4320 frame in a fresh
+and the result bytes each holds. With --today DIR (a checkout of m2f_edge from before crops, with its
+module built in place), the same calls through that version, in a child process, right after ours:
+today's full-mask post-processing. Then 100 kept instances on a 7680x4320 frame in a fresh
 subprocess: post-processing, Instances and COCO RLE, with the process's peak RSS, then the
 instance map (an (H, W) int32 image, for drawing).
 Ratios are printed; nothing is asserted.
@@ -42,8 +44,8 @@ def median_time(fn, runs):
     return statistics.median(times)
 
 
-def crowded_inputs(net, kept, frame_hw, seed=0):
-    """100 masks (net x net float32), each one ellipse whose frame area is 1-2 % of the frame."""
+def crowded_inputs(net, kept, frame_hw, seed=0, dtype="float32"):
+    """100 masks (net x net, 0/1 of `dtype`), each one ellipse whose frame area is 1-2 % of the frame."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -56,11 +58,42 @@ def crowded_inputs(net, kept, frame_hw, seed=0):
         centre = (int(rng.integers(int(a), net - int(a))), int(rng.integers(int(b), net - int(b))))
         cv2.ellipse(masks[i], centre, (int(a), int(b)), 0.0, 0, 360, 1.0, -1)
     scores = np.concatenate([rng.uniform(0.6, 0.99, kept), rng.uniform(0.0, 0.3, 100 - kept)]).astype(np.float32)
-    return masks, scores, np.zeros(100, np.int64)
+    return masks.astype(dtype), scores, np.zeros(100, np.int64)
 
 
 def result_bytes(result):
     return sum(v.nbytes for v in result.values() if isinstance(v, np.ndarray))
+
+
+def peak_rss_bytes():
+    """This process's peak resident set. VmHWM starts afresh at exec; ru_maxrss would carry the
+    parent's peak over into a forked child."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def time_child(net, kept, runs, threads, dtype):
+    """In this process (possibly another m2f_edge): median post-processing time; prints a JSON line."""
+    from m2f_edge import _core
+
+    transform = _core.ResizeTransform("stretch", 1080, 1920, net, net)
+    masks, scores, classes = crowded_inputs(net, kept, (1080, 1920), dtype=dtype)
+    seconds = median_time(lambda: _core.postprocess_deployable(masks, scores, classes, transform, threads=threads),
+                          runs)
+    result = _core.postprocess_deployable(masks, scores, classes, transform, threads=threads)
+    print(json.dumps({"seconds": seconds, "kept": len(result["scores"]), "bytes": result_bytes(result)}))
+
+
+def child_env(package_dir):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([package_dir] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
 
 def run_8k(net, threads):
@@ -69,7 +102,7 @@ def run_8k(net, threads):
 
     frame_h, frame_w = 4320, 7680
     masks, scores, classes = crowded_inputs(net, 100, (frame_h, frame_w), seed=1)
-    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_inputs = peak_rss_bytes()
     transform = _core.ResizeTransform("stretch", frame_h, frame_w, net, net)
     t0 = time.perf_counter()
     result = _core.postprocess_deployable(masks, scores, classes, transform, threads=threads)
@@ -78,7 +111,7 @@ def run_8k(net, threads):
     t2 = time.perf_counter()
     coco = inst.to_coco(image_id=0)
     t_coco = time.perf_counter() - t2
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     t1 = time.perf_counter()
     instance_map = inst.instance_map  # (H, W) int32: 133 MB at this size, wanted for drawing only
     t_map = time.perf_counter() - t1
@@ -93,24 +126,32 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="m2f_edge threads (0 = all cores)")
     parser.add_argument("--net", type=int, default=800, help="square network input size")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "uint8", "bool"],
+                        help="dtype of the model's masks (TAO's deployable graph: float32)")
     parser.add_argument("--skip-8k", action="store_true", help="leave out the 7680x4320 subprocess")
+    parser.add_argument("--today", help="a checkout of m2f_edge before crops (module built in place) to time too")
     parser.add_argument("--8k-child", dest="child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--time-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         run_8k(args.net, args.threads)
+        return
+    if args.time_child:
+        time_child(args.net, args.time_child, args.runs, args.threads, args.dtype)
         return
 
     from m2f_edge import _core
 
     frame_h, frame_w = 1080, 1920
     transform = _core.ResizeTransform("stretch", frame_h, frame_w, args.net, args.net)
-    print("frame {}x{}, network {}x{}, 100 float32 masks of 1-2 % of the frame, median of {} runs, "
-          "m2f_edge threads {}".format(frame_h, frame_w, args.net, args.net, args.runs, args.threads or "all"))
-    print("\n{:>5} {:>10} {:>10} {:>8} {:>12} {:>12} {:>8}".format(
-        "kept", "crops ms", "full ms", "speedup", "crops MB", "full MB", "smaller"))
+    print("frame {}x{}, network {}x{}, 100 {} masks of 1-2 % of the frame, median of {} runs, "
+          "m2f_edge threads {}".format(frame_h, frame_w, args.net, args.net, args.dtype, args.runs,
+                                       args.threads or "all"))
+    print("\n{:>5} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10} {:>10} {:>8}".format(
+        "kept", "crops ms", "full ms", "speedup", "today ms", "speedup", "crops MB", "full MB", "smaller"))
     times = {}
     for kept in (10, 50, 100):
-        masks, scores, classes = crowded_inputs(args.net, kept, (frame_h, frame_w))
+        masks, scores, classes = crowded_inputs(args.net, kept, (frame_h, frame_w), dtype=args.dtype)
 
         def crops():
             return _core.postprocess_deployable(masks, scores, classes, transform, threads=args.threads)
@@ -127,16 +168,24 @@ def main(argv=None):
         times[kept] = t_crops
         crop_bytes = result_bytes(result)
         full_bytes = result_bytes(r_full) - r_full["crops"].nbytes + full_masks.nbytes
-        print("{:>5} {:>10.2f} {:>10.2f} {:>7.1f}x {:>12.2f} {:>12.2f} {:>7.1f}x".format(
-            len(result["scores"]), t_crops * 1e3, t_full * 1e3, t_full / t_crops, crop_bytes / 1e6,
+        today = "{:>10} {:>8}".format("-", "-")
+        if args.today:
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-child", str(kept), "--net",
+                                  str(args.net), "--runs", str(args.runs), "--threads", str(args.threads),
+                                  "--dtype", args.dtype],
+                                 env=child_env(os.path.abspath(args.today)), check=True, capture_output=True,
+                                 text=True, cwd="/")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            today = "{:>10.2f} {:>7.1f}x".format(r["seconds"] * 1e3, r["seconds"] / t_crops)
+        print("{:>5} {:>10.2f} {:>10.2f} {:>7.1f}x {} {:>10.2f} {:>10.2f} {:>7.1f}x".format(
+            len(result["scores"]), t_crops * 1e3, t_full * 1e3, t_full / t_crops, today, crop_bytes / 1e6,
             full_bytes / 1e6, full_bytes / crop_bytes))
     print("\ncrops: post-processing time from 10 to 100 kept grows {:.2f}x".format(times[100] / times[10]))
 
     if not args.skip_8k:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--8k-child", "--net", str(args.net),
-                              "--threads", str(args.threads)], env=env, check=True, capture_output=True, text=True)
+                              "--threads", str(args.threads)], env=child_env(os.path.dirname(HERE)), check=True,
+                             capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print("\n7680x4320, {} kept (fresh process): post-processing {:.3f} s, instance_map {:.3f} s, "
               "to_coco {:.3f} s".format(r["kept"], r["postprocess_s"], r["instance_map_s"], r["to_coco_s"]))
