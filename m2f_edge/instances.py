@@ -25,6 +25,7 @@ class Instances:
         instance_map: (H,W) int32, 0 = background, i+1 = instance i; where masks overlap the higher score
             wins. Computed on first use, from the crops.
         image_size: (H, W).
+        nbytes: the bytes held (crops and arrays; full masks and instance map once built).
 
     mask(i) gives one full-size mask and crop(i) one cropped mask with its window, without building
     the others. Indexing with an int, a slice, a bool array of length N or an array of indices gives
@@ -127,6 +128,14 @@ class Instances:
         x1, y1 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
         x2, y2 = min(width, max(x1, int(np.ceil(x2)))), min(height, max(y1, int(np.ceil(y2))))
         return self._masks_u8[i, y1:y2, x1:x2].view(np.bool_), (x1, y1, x2, y2)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this result holds: the crops, the per-instance arrays, and the full masks and instance map
+        once they were built."""
+        arrays = [self._crops, self._crop_offsets, self._masks_u8, self._instance_map, self.scores, self.labels,
+                  self.boxes, self.areas, self.query_indices]
+        return int(sum(a.nbytes for a in arrays if a is not None))
 
     def _index(self, i) -> int:
         n = len(self)

@@ -54,8 +54,11 @@ def test_crops_are_views_of_the_core_result_and_masks_are_built_once(deployable_
         assert crop.dtype == np.bool_ and np.shares_memory(crop, result["crops"])
         np.testing.assert_array_equal(crop, crop_of(result, i).astype(bool))
         assert window == tuple(int(v) for v in result["boxes"][i])
+    cropped_bytes = inst.nbytes
+    assert cropped_bytes == sum(v.nbytes for v in result.values() if isinstance(v, np.ndarray))
     assert inst.masks.dtype == np.bool_ and inst.masks is not None
     np.testing.assert_array_equal(inst.masks, full_masks(result).astype(bool))
+    assert inst.nbytes == cropped_bytes + 3 * 240 * 320
     assert np.shares_memory(inst.masks, inst.masks)  # cached: the same array each time
     assert inst.boxes.dtype == np.float32 and inst.scores.dtype == np.float32
     assert inst.labels.dtype == np.int64 and inst.areas.dtype == np.int64
