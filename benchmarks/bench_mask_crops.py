@@ -58,7 +58,25 @@ def crowded_inputs(net, kept, frame_hw, seed=0, dtype="float32"):
         centre = (int(rng.integers(int(a), net - int(a))), int(rng.integers(int(b), net - int(b))))
         cv2.ellipse(masks[i], centre, (int(a), int(b)), 0.0, 0, 360, 1.0, -1)
     scores = np.concatenate([rng.uniform(0.6, 0.99, kept), rng.uniform(0.0, 0.3, 100 - kept)]).astype(np.float32)
-    return masks.astype(dtype), scores, np.zeros(100, np.int64)
+    return masks.astype(dtype, copy=False), scores, np.zeros(100, np.int64)
+
+
+def crowded_raw_inputs(net, kept, seed=0):
+    """The raw head's outputs for the same kind of scene: 100 queries, 1 class + no-object (column 0, as
+    TAO), mask logits at net / 4 positive on one ellipse each of 1-2 % of the image; `kept` confident."""
+    rng = np.random.default_rng(seed)
+    low = net // 4
+    yy, xx = np.mgrid[0:low, 0:low].astype(np.float32)
+    mask_logits = np.empty((100, low, low), np.float32)
+    for q in range(100):
+        fraction = rng.uniform(0.01, 0.02)
+        ry = np.sqrt(fraction * low * low / np.pi * rng.uniform(0.6, 1.6))
+        rx = fraction * low * low / np.pi / ry
+        cy, cx = rng.uniform(ry, low - ry), rng.uniform(rx, low - rx)
+        mask_logits[q] = (1.0 - np.hypot((yy - cy) / ry, (xx - cx) / rx)) * 8.0
+    class_logits = np.zeros((100, 2), np.float32)
+    class_logits[:, 1] = np.concatenate([rng.uniform(4, 7, kept), rng.uniform(-7, -3, 100 - kept)])
+    return class_logits, mask_logits
 
 
 def result_bytes(result):
@@ -78,15 +96,23 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def time_child(net, kept, runs, threads, dtype):
+def post_call(core, contract, net, kept, threads, dtype):
+    """The post-processing call of one contract on its crowded inputs, as a function of no arguments."""
+    transform = core.ResizeTransform("stretch", 1080, 1920, net, net)
+    if contract == "raw":
+        class_logits, mask_logits = crowded_raw_inputs(net, kept)
+        return lambda: core.postprocess_raw(class_logits, mask_logits, transform, threads=threads)
+    masks, scores, classes = crowded_inputs(net, kept, (1080, 1920), dtype=dtype)
+    return lambda: core.postprocess_deployable(masks, scores, classes, transform, threads=threads)
+
+
+def time_child(net, kept, runs, threads, dtype, contract):
     """In this process (possibly another m2f_edge): median post-processing time; prints a JSON line."""
     from m2f_edge import _core
 
-    transform = _core.ResizeTransform("stretch", 1080, 1920, net, net)
-    masks, scores, classes = crowded_inputs(net, kept, (1080, 1920), dtype=dtype)
-    seconds = median_time(lambda: _core.postprocess_deployable(masks, scores, classes, transform, threads=threads),
-                          runs)
-    result = _core.postprocess_deployable(masks, scores, classes, transform, threads=threads)
+    call = post_call(_core, contract, net, kept, threads, dtype)
+    seconds = median_time(call, runs)
+    result = call()
     print(json.dumps({"seconds": seconds, "kept": len(result["scores"]), "bytes": result_bytes(result)}))
 
 
@@ -128,6 +154,8 @@ def main(argv=None):
     parser.add_argument("--net", type=int, default=800, help="square network input size")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "uint8", "bool"],
                         help="dtype of the model's masks (TAO's deployable graph: float32)")
+    parser.add_argument("--contract", default="deployable", choices=["deployable", "raw"],
+                        help="raw: 100 queries of mask logits at net / 4 (TAO's raw head), all upsampled in boxes")
     parser.add_argument("--skip-8k", action="store_true", help="leave out the 7680x4320 subprocess")
     parser.add_argument("--today", help="a checkout of m2f_edge before crops (module built in place) to time too")
     parser.add_argument("--8k-child", dest="child", action="store_true", help=argparse.SUPPRESS)
@@ -137,24 +165,21 @@ def main(argv=None):
         run_8k(args.net, args.threads)
         return
     if args.time_child:
-        time_child(args.net, args.time_child, args.runs, args.threads, args.dtype)
+        time_child(args.net, args.time_child, args.runs, args.threads, args.dtype, args.contract)
         return
 
     from m2f_edge import _core
 
     frame_h, frame_w = 1080, 1920
-    transform = _core.ResizeTransform("stretch", frame_h, frame_w, args.net, args.net)
-    print("frame {}x{}, network {}x{}, 100 {} masks of 1-2 % of the frame, median of {} runs, "
-          "m2f_edge threads {}".format(frame_h, frame_w, args.net, args.net, args.dtype, args.runs,
-                                       args.threads or "all"))
+    what = ("100 {} masks".format(args.dtype) if args.contract == "deployable" else
+            "raw head: 100 queries, logits {0}x{0} float32".format(args.net // 4))
+    print("frame {}x{}, network {}x{}, {} of 1-2 % of the frame, median of {} runs, "
+          "m2f_edge threads {}".format(frame_h, frame_w, args.net, args.net, what, args.runs, args.threads or "all"))
     print("\n{:>5} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10} {:>10} {:>8}".format(
         "kept", "crops ms", "full ms", "speedup", "today ms", "speedup", "crops MB", "full MB", "smaller"))
     times = {}
     for kept in (10, 50, 100):
-        masks, scores, classes = crowded_inputs(args.net, kept, (frame_h, frame_w), dtype=args.dtype)
-
-        def crops():
-            return _core.postprocess_deployable(masks, scores, classes, transform, threads=args.threads)
+        crops = post_call(_core, args.contract, args.net, kept, args.threads, args.dtype)
 
         def full():
             r = crops()
@@ -172,7 +197,7 @@ def main(argv=None):
         if args.today:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-child", str(kept), "--net",
                                   str(args.net), "--runs", str(args.runs), "--threads", str(args.threads),
-                                  "--dtype", args.dtype],
+                                  "--dtype", args.dtype, "--contract", args.contract],
                                  env=child_env(os.path.abspath(args.today)), check=True, capture_output=True,
                                  text=True, cwd="/")
             r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -182,7 +207,7 @@ def main(argv=None):
             full_bytes / 1e6, full_bytes / crop_bytes))
     print("\ncrops: post-processing time from 10 to 100 kept grows {:.2f}x".format(times[100] / times[10]))
 
-    if not args.skip_8k:
+    if not args.skip_8k and args.contract == "deployable":
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--8k-child", "--net", str(args.net),
                               "--threads", str(args.threads)], env=child_env(os.path.dirname(HERE)), check=True,
                              capture_output=True, text=True)
