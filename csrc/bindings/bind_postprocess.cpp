@@ -119,8 +119,10 @@ CropArgs crop_args(const py::array& crops, const py::array& crop_offsets, const 
   a.set.width = image_size.second;
   try {
     check_crops(a.set, a.crops.shape(0));
-  } catch (const std::invalid_argument& e) {
-    fail(std::string("argument '") + e.what());
+  } catch (const std::invalid_argument& e) {  // "name: why" from the core -> "argument 'name': why"
+    const std::string what = e.what();
+    const std::size_t colon = what.find(':');
+    fail(colon == std::string::npos ? what : "argument '" + what.substr(0, colon) + "'" + what.substr(colon));
   }
   return a;
 }
