@@ -23,25 +23,15 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
 
+from bench_postprocess import median_time  # this folder is on sys.path when a script here runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def median_time(fn, runs):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def crowded_inputs(net, kept, frame_hw, seed=0, dtype="float32"):
