@@ -141,7 +141,8 @@ def main(argv=None):
     masks, scores, classes = deployable_inputs(rng, net, cv2)
     ours = _core.postprocess_deployable(masks, scores, classes, transform, threads=args.threads)
     theirs = numpy_opencv_deployable(cv2, masks, scores, classes, frame_h, frame_w)
-    differing = np.count_nonzero(ours["masks"].astype(bool) != theirs["masks"]) / max(1, theirs["masks"].size)
+    ours_masks = _core.expand_crops(ours["crops"], ours["crop_offsets"], ours["boxes"], ours["image_size"])
+    differing = np.count_nonzero(ours_masks.astype(bool) != theirs["masks"]) / max(1, theirs["masks"].size)
     assert len(ours["scores"]) == len(theirs["scores"]), "the two paths kept different instances"
     t_ours = median_time(lambda: _core.postprocess_deployable(masks, scores, classes, transform, threads=args.threads),
                          args.runs)
@@ -202,7 +203,8 @@ def main(argv=None):
             rows.append(("raw head", "HF post_process_instance_segmentation", t_ours, t_hf))
 
     # ---- RLE and instance map on the deployable result
-    kept = _core.postprocess_deployable(masks, scores, classes, transform)["masks"]
+    result = _core.postprocess_deployable(masks, scores, classes, transform)
+    kept = _core.expand_crops(result["crops"], result["crop_offsets"], result["boxes"], result["image_size"])
     try:
         from pycocotools import mask as mask_api
 

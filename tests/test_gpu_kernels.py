@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from m2f_edge import _core
+from mask_crops import check_crop_layout, crop_of
 
 pytestmark = pytest.mark.gpu
 
@@ -210,17 +211,22 @@ def blob_masks(rng, k, h, w, empty_every=7):
 
 
 def assert_same_instances(got, want, score_rtol=0.0):
-    assert got["masks"].shape == want["masks"].shape, (got["masks"].shape, want["masks"].shape)
+    """The same instances; masks compared as the crops both sides keep (the CPU twin's own crops are
+    checked against numpy + OpenCV in test_postprocess.py)."""
+    assert tuple(got["image_size"]) == tuple(want["image_size"])
+    check_crop_layout(got)
+    assert len(got["scores"]) == len(want["scores"]), (len(got["scores"]), len(want["scores"]))
     np.testing.assert_array_equal(got["query_indices"], want["query_indices"])
     np.testing.assert_array_equal(got["labels"], want["labels"])
     if score_rtol:
         np.testing.assert_allclose(got["scores"], want["scores"], rtol=score_rtol, atol=1e-7)
     else:
         np.testing.assert_array_equal(got["scores"], want["scores"])
-    np.testing.assert_array_equal(got["masks"], want["masks"])
+    np.testing.assert_array_equal(got["crop_offsets"], want["crop_offsets"])
+    np.testing.assert_array_equal(got["crops"], want["crops"])
     np.testing.assert_array_equal(got["boxes"], want["boxes"])
     np.testing.assert_array_equal(got["areas"], want["areas"])
-    for name in ("masks", "scores", "labels", "boxes", "areas", "query_indices"):
+    for name in ("crops", "crop_offsets", "scores", "labels", "boxes", "areas", "query_indices"):
         assert got[name].dtype == want[name].dtype, name
 
 
@@ -250,6 +256,38 @@ def test_postprocess_deployable_matches_cpu(net, frame, resize, k, mask_dtype, c
         got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
                                          score_threshold=threshold, max_instances=cap)
         assert_same_instances(got, want)
+
+
+@pytest.mark.parametrize("mode,frame,net", [("stretch", (37, 53), (32, 32)), ("letterbox", (40, 90), (32, 48)),
+                                             ("letterbox", (90, 40), (48, 32)), ("stretch", (3, 70), (16, 16))])
+@pytest.mark.parametrize("mask_dtype", ["float32", "uint8"])
+def test_crops_at_frame_borders_match_cpu(mode, frame, net, mask_dtype):
+    """Instances touching each border, one-pixel masks in the corners, empty and padding-only masks:
+    the GPU's crops, boxes and areas are the CPU twin's, on both contracts."""
+    transform = _core.ResizeTransform(mode, frame[0], frame[1], net[0], net[1])
+    ch, cw = transform.content_height, transform.content_width
+    masks = np.zeros((10, net[0], net[1]), np.float32)
+    masks[0, :ch // 3, cw // 4:cw // 2] = 1
+    masks[1, ch - ch // 4:ch, cw // 3:cw // 2] = 1
+    masks[2, ch // 4:ch // 2, :cw // 5 + 1] = 1
+    masks[3, ch // 3:ch // 2, cw - cw // 6 - 1:cw] = 1
+    masks[4, :ch, :cw] = 1
+    masks[5, 0, 0] = masks[6, 0, cw - 1] = masks[7, ch - 1, 0] = masks[8, ch - 1, cw - 1] = 1
+    if ch < net[0]:
+        masks[9, ch:, :] = 1
+    elif cw < net[1]:
+        masks[9, :, cw:] = 1
+    masks = masks.astype(mask_dtype)
+    scores = np.linspace(0.95, 0.6, 10).astype(np.float32)
+    classes = np.zeros(10, np.int64)
+    want = _core.postprocess_deployable(masks, scores, classes, transform)
+    got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform)
+    assert_same_instances(got, want)
+    low = np.where(masks[:, ::4, ::4].astype(np.float32) > 0, 6.0, -6.0).astype(np.float32)
+    class_logits = np.tile(np.array([[-4.0, 4.0]], np.float32), (10, 1))
+    want = _core.postprocess_raw(class_logits, low, transform, topk=10, score_threshold=0.2)
+    got = gpu.postprocess_raw(to_device(class_logits), to_device(low), transform, topk=10, score_threshold=0.2)
+    assert_same_raw_instances(got, want, 0.2)
 
 
 def test_postprocess_deployable_strided_batch_views():
@@ -305,8 +343,9 @@ def assert_same_raw_instances(got, want, threshold, rtol=1e-4):
     rtol. The GPU's expf and summation order move scores by ~1e-6, so instances whose CPU scores tie
     within rtol may swap places, and one that sits within rtol of the threshold or of the last kept
     score may be kept on one side only; everything else must agree exactly."""
-    for name in ("masks", "scores", "labels", "boxes", "areas", "query_indices"):
+    for name in ("crops", "crop_offsets", "scores", "labels", "boxes", "areas", "query_indices"):
         assert got[name].dtype == want[name].dtype, name
+    check_crop_layout(got)
     assert np.all(np.diff(got["scores"]) <= 0), "GPU scores are not sorted descending"
 
     def keyed(r):
@@ -325,7 +364,7 @@ def assert_same_raw_instances(got, want, threshold, rtol=1e-4):
     for key in common:
         i, j = g[key], w[key]
         np.testing.assert_allclose(got["scores"][i], want["scores"][j], rtol=rtol)
-        np.testing.assert_array_equal(got["masks"][i], want["masks"][j])
+        np.testing.assert_array_equal(crop_of(got, i), crop_of(want, j))
         np.testing.assert_array_equal(got["boxes"][i], want["boxes"][j])
         assert got["areas"][i] == want["areas"][j]
     for a in range(len(common)):
@@ -359,7 +398,8 @@ def test_postprocess_raw_strided_views_empty_and_degenerate_inputs():
     for cl, ml, kwargs in empty_cases:
         want = _core.postprocess_raw(cl, ml, transform, **kwargs)
         got = gpu.postprocess_raw(to_device(cl), to_device(ml), transform, **kwargs)
-        assert got["masks"].shape == want["masks"].shape == (0, 400, 300)
+        assert len(got["scores"]) == len(want["scores"]) == 0 and tuple(got["image_size"]) == (400, 300)
+        assert got["crops"].shape == (0,) and got["crop_offsets"].tolist() == [0]
         assert got["boxes"].shape == (0, 4)
     with pytest.raises(ValueError, match="mask_logits"):
         gpu.postprocess_raw(to_device(class_logits), to_device(np.zeros((30, 0, 40), np.float32)), transform)
@@ -381,7 +421,7 @@ def test_postprocess_deployable_empty_and_flipped_inputs():
         got = gpu.postprocess_deployable(to_device(masks[:k]), to_device(scores[:k]), to_device(classes[:k]),
                                          transform, **kwargs)
         assert_same_instances(got, want)
-        assert got["masks"].shape == (0, 270, 480)
+        assert len(got["scores"]) == 0 and tuple(got["image_size"]) == (270, 480)
 
 
 def test_postprocess_errors_name_the_argument():
@@ -401,7 +441,7 @@ def test_postprocess_errors_name_the_argument():
                             transform, no_object_index=5)
     # the next frame is fine
     out = gpu.postprocess_deployable(masks, scores, to_device(np.zeros(4, np.int32)), transform)
-    assert out["masks"].shape == (0, 100, 100)
+    assert len(out["scores"]) == 0 and tuple(out["image_size"]) == (100, 100)
 
 
 def test_results_are_not_overwritten_by_the_next_frame():
@@ -411,7 +451,7 @@ def test_results_are_not_overwritten_by_the_next_frame():
     scores = np.full(10, 0.9, np.float32)
     classes = np.zeros(10, np.int32)
     first = gpu.postprocess_deployable(to_device(first_masks), to_device(scores), to_device(classes), transform)
-    kept = {k: v.copy() for k, v in first.items()}
+    kept = {k: v.copy() for k, v in first.items() if isinstance(v, np.ndarray)}
     gpu.postprocess_deployable(to_device(1 - first_masks), to_device(scores), to_device(classes), transform)
     for name in kept:
         np.testing.assert_array_equal(first[name], kept[name])
@@ -428,11 +468,11 @@ def test_masks_left_on_device_or_bit_packed(masks_to):
     got = gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
                                      masks_to=masks_to)
     if masks_to == "device":
-        assert isinstance(got["masks"], gpu.DeviceArray)
-        got["masks"] = got["masks"].to_numpy()
+        assert isinstance(got["crops"], gpu.DeviceArray)
+        got["crops"] = got["crops"].to_numpy()
     else:
-        assert "masks" not in got and tuple(got["mask_shape"]) == (333, 501)
-        got["masks"] = np.unpackbits(got.pop("masks_packed"), axis=-1, count=501)
+        assert "crops" not in got
+        got["crops"] = np.unpackbits(got.pop("crops_packed"), count=int(got["crop_offsets"][-1]))
     assert_same_instances(got, want)
     with pytest.raises(ValueError, match="masks_to"):
         gpu.postprocess_deployable(to_device(masks), to_device(scores), to_device(classes), transform,
@@ -524,10 +564,10 @@ dev = lambda a: gpu.DeviceArray.from_numpy(np.ascontiguousarray(a))
 for threshold in (0.999, 0.05):  # nothing kept, then instances: blocks that leave early come first
     want = _core.postprocess_deployable(masks, scores, classes, t, score_threshold=threshold)
     got = gpu.postprocess_deployable(dev(masks), dev(scores), dev(classes), t, score_threshold=threshold)
-    assert np.array_equal(got["masks"], want["masks"]) and np.array_equal(got["boxes"], want["boxes"])
+    assert np.array_equal(got["crops"], want["crops"]) and np.array_equal(got["boxes"], want["boxes"])
     want = _core.postprocess_raw(class_logits, mask_logits, t, score_threshold=threshold)
     got = gpu.postprocess_raw(dev(class_logits), dev(mask_logits), t, score_threshold=threshold)
-    assert np.array_equal(got["masks"], want["masks"]) and np.array_equal(got["boxes"], want["boxes"])
+    assert np.array_equal(got["crops"], want["crops"]) and np.array_equal(got["boxes"], want["boxes"])
     print(threshold, len(want["scores"]))
 """
 
@@ -545,6 +585,41 @@ def test_a_first_frame_without_instances_then_frames_with_them():
     assert done.returncode == 0, done.stderr
     kept = [int(line.split()[1]) for line in done.stdout.split("\n") if line]
     assert kept[0] == 0 and kept[1] > 0, done.stdout
+
+
+CROPS_OUTGROW_SCRATCH = r"""
+import numpy as np
+from m2f_edge import _core
+gpu = _core.gpu
+dev = lambda a: gpu.DeviceArray.from_numpy(np.ascontiguousarray(a))
+t = _core.ResizeTransform("letterbox", 60, 80, 48, 48)
+scores = np.linspace(0.95, 0.6, 40).astype(np.float32)
+classes = np.zeros(40, np.int32)
+for frame in range(3):  # 40 masks of nearly the whole frame: 40 windows of ~4800 pixels, over 65536 bytes
+    masks = np.zeros((40, 48, 48), np.float32)
+    masks[:, 1 + frame:30, 2:47 - frame] = 1
+    masks[:, 40:, :] = 1  # letterbox padding: never mapped
+    want = _core.postprocess_deployable(masks, scores, classes, t)
+    got = gpu.postprocess_deployable(dev(masks), dev(scores), dev(classes), t)
+    assert int(got["crop_offsets"][-1]) > 65536
+    for key in ("crops", "crop_offsets", "boxes", "areas", "scores"):
+        assert np.array_equal(got[key], want[key]), key
+    print(frame, int(got["crop_offsets"][-1]))
+"""
+
+
+def test_crops_outgrowing_the_scratch_are_recomputed_after_growth():
+    """In a fresh process, so the crop scratch starts small: the first frame's windows do not fit, the
+    crop kernel runs again after growth, and the next frames fit at once."""
+    import subprocess
+    import sys
+
+    from subprocess_env import SUBPROCESS_CWD, subprocess_env
+
+    done = subprocess.run([sys.executable, "-c", CROPS_OUTGROW_SCRATCH], cwd=SUBPROCESS_CWD, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split()) == 6, done.stdout
 
 
 @pytest.mark.skipif(not EMULATED, reason="only the CUDA emulation build has no GPU timings to give")

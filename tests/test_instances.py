@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from m2f_edge import Instances, Segmenter, _core
+from mask_crops import crop_of, full_masks
 from tiny_models import CLASS_NAMES_3, make_test_frame
 
 mask_api = pytest.importorskip("pycocotools.mask")
@@ -40,18 +41,110 @@ def segmented(deployable_model_3):
     return Segmenter(deployable_model_3, class_names=CLASS_NAMES_3).run(frame), shapes
 
 
-def test_masks_are_a_view_of_the_core_result(deployable_model_3):
+def test_crops_are_views_of_the_core_result_and_masks_are_built_once(deployable_model_3):
     seg = Segmenter(deployable_model_3)
     prepared = seg.preprocess([make_test_frame()[0]])
     outputs = seg.infer(prepared.tensor)
     result = _core.postprocess_deployable(outputs["pred_masks"][0], outputs["pred_scores"][0],
                                           outputs["pred_classes"][0], prepared.transforms[0])
     inst = Instances.from_core(result, (240, 320))
-    assert inst.masks.dtype == np.bool_
-    assert np.shares_memory(inst.masks, result["masks"])
-    np.testing.assert_array_equal(inst.masks, result["masks"].astype(bool))
+    assert len(inst) == 3
+    for i in range(len(inst)):
+        crop, window = inst.crop(i)
+        assert crop.dtype == np.bool_ and np.shares_memory(crop, result["crops"])
+        np.testing.assert_array_equal(crop, crop_of(result, i).astype(bool))
+        assert window == tuple(int(v) for v in result["boxes"][i])
+    cropped_bytes = inst.nbytes
+    assert cropped_bytes == sum(v.nbytes for v in result.values() if isinstance(v, np.ndarray))
+    assert inst.masks.dtype == np.bool_ and inst.masks is not None
+    np.testing.assert_array_equal(inst.masks, full_masks(result).astype(bool))
+    assert inst.nbytes == cropped_bytes + 3 * 240 * 320
+    assert np.shares_memory(inst.masks, inst.masks)  # cached: the same array each time
     assert inst.boxes.dtype == np.float32 and inst.scores.dtype == np.float32
     assert inst.labels.dtype == np.int64 and inst.areas.dtype == np.int64
+
+
+@pytest.fixture(scope="module")
+def cropped():
+    """The `overlapping` rectangles as the core returns them (identity transform): cropped masks,
+    plus a one-pixel instance at the bottom-right corner and one touching the left and top borders."""
+    masks = np.zeros((5, 30, 40), np.uint8)
+    masks[0, 5:20, 5:25] = 1
+    masks[1, 10:28, 15:35] = 1
+    masks[2, 0:12, 20:40] = 1
+    masks[3, 29, 39] = 1
+    masks[4, 0:30, 0:3] = 1
+    masks[4, 0, 0:40] = 1
+    transform = _core.ResizeTransform("stretch", 30, 40, 30, 40)
+    scores = np.array([0.9, 0.7, 0.5, 0.45, 0.4], np.float32)
+    result = _core.postprocess_deployable(masks, scores, np.array([0, 2, 1, 0, 1]), transform, score_threshold=0.1)
+    inst = Instances.from_core(result, (30, 40), class_table=CLASS_NAMES_3)
+    return inst, masks
+
+
+def test_cropped_instances_behave_as_full_masks(cropped):
+    inst, masks = cropped
+    full = make_instances(masks, scores=inst.scores, labels=inst.labels, class_table=CLASS_NAMES_3)
+    assert len(inst) == 5 and inst.image_size == (30, 40)
+    np.testing.assert_array_equal(inst.boxes, full.boxes)
+    np.testing.assert_array_equal(inst.areas, masks.reshape(5, -1).sum(1))
+    reference_map = np.zeros((30, 40), np.int32)
+    for i in reversed(range(5)):
+        reference_map[masks[i] != 0] = i + 1
+    np.testing.assert_array_equal(inst.instance_map, reference_map)
+    for i in range(5):
+        np.testing.assert_array_equal(inst.mask(i), masks[i].astype(bool))
+        crop, (x1, y1, x2, y2) = inst.crop(i)
+        np.testing.assert_array_equal(crop, masks[i, y1:y2, x1:x2].astype(bool))
+        assert masks[i].sum() == crop.sum()  # nothing outside the window
+    assert inst.crop(3)[0].shape == (1, 1) and inst.crop(3)[1] == (39, 29, 40, 30)
+    assert inst.mask(-1).shape == (30, 40)
+    with pytest.raises(IndexError, match="out of range"):
+        inst.mask(5)
+    with pytest.raises(TypeError, match="int"):
+        inst.crop(0.5)
+    # indexing and filter work on the crops (no full masks built) and agree with full masks
+    for index in (1, -2, slice(1, 4), slice(None, None, 2), np.array([True, False, True, True, False]),
+                  [4, 0, 2], []):
+        picked, want = inst[index], full[index]
+        assert picked._masks_u8 is None
+        np.testing.assert_array_equal(picked.scores, want.scores)
+        np.testing.assert_array_equal(picked.instance_map, want.instance_map)
+        np.testing.assert_array_equal(picked.masks, want.masks)
+    assert np.shares_memory(inst[1:3].crop(0)[0], inst.crop(1)[0])  # slices are views
+    filtered = inst.filter(labels="blue")
+    assert list(filtered.labels) == [2] and filtered._masks_u8 is None
+    np.testing.assert_array_equal(filtered.mask(0), masks[1].astype(bool))
+
+
+def test_cropped_to_coco_is_byte_identical_to_pycocotools(cropped):
+    inst, masks = cropped
+    fresh = inst[:]  # no full masks built yet on this one
+    results = fresh.to_coco(image_id=1)
+    assert fresh._masks_u8 is None
+    for i, r in enumerate(results):
+        reference = mask_api.encode(np.asfortranarray(masks[i]))
+        assert r["segmentation"]["counts"].encode("ascii") == reference["counts"]
+        assert r["segmentation"]["size"] == [30, 40]
+        np.testing.assert_allclose(r["bbox"], mask_api.toBbox(reference), atol=1e-6)
+
+
+def test_crops_checks():
+    crops = np.ones(6, np.uint8)
+    boxes = np.array([[0, 0, 3, 2]], np.float32)
+    _core.expand_crops(crops, np.array([0, 6]), boxes, (4, 4))
+    with pytest.raises(ValueError, match="crop_offsets"):
+        _core.expand_crops(crops, np.array([0, 5]), boxes, (4, 4))
+    with pytest.raises(ValueError, match="crop_offsets"):
+        _core.rle_encode_crops(crops, np.array([0]), boxes, (4, 4))
+    with pytest.raises(ValueError, match="boxes"):
+        _core.instance_map_crops(crops, np.array([0, 6]), boxes, (1, 4))
+    with pytest.raises(ValueError, match="boxes"):
+        _core.expand_crops(crops, np.array([0, 6]), boxes + 0.5, (4, 4))
+    with pytest.raises(ValueError, match="crops"):
+        _core.expand_crops(crops[:4], np.array([0, 6]), boxes, (4, 4))
+    with pytest.raises(TypeError, match="crops"):
+        _core.expand_crops(crops.astype(np.float32), np.array([0, 6]), boxes, (4, 4))
 
 
 def test_instance_map_matches_numpy(overlapping):

@@ -17,6 +17,8 @@ try:
 except ImportError:  # the numpy upsampling below is used instead
     torch = None
 
+from mask_crops import check_crop_layout, full_masks
+
 MAX_DIFF_FRACTION = 1e-4
 
 
@@ -135,9 +137,11 @@ def reference_raw(class_logits, mask_logits, transform, no_object_index=0, topk=
 
 def check_against(result, reference, transform, score_tol=1e-5):
     n = len(reference["scores"])
-    assert result["masks"].shape == (n, transform.frame_height, transform.frame_width)
-    assert result["masks"].dtype == np.uint8 and result["masks"].flags.c_contiguous
-    assert set(np.unique(result["masks"])) <= {0, 1}
+    assert tuple(result["image_size"]) == (transform.frame_height, transform.frame_width)
+    check_crop_layout(result)
+    masks = full_masks(result)
+    np.testing.assert_array_equal(_core.expand_crops(result["crops"], result["crop_offsets"], result["boxes"],
+                                                     result["image_size"]), masks)
     assert result["scores"].dtype == np.float32 and result["scores"].shape == (n,)
     assert result["labels"].dtype == np.int64 and result["areas"].dtype == np.int64
     assert result["query_indices"].dtype == np.int64
@@ -147,7 +151,7 @@ def check_against(result, reference, transform, score_tol=1e-5):
     np.testing.assert_allclose(result["scores"], reference["scores"], rtol=0, atol=score_tol)
     assert np.all(np.diff(result["scores"]) <= 0)
     for i in range(n):
-        ours = result["masks"][i].astype(bool)
+        ours = masks[i].astype(bool)
         differing = np.count_nonzero(ours != reference["masks"][i]) / ours.size
         assert differing < MAX_DIFF_FRACTION, (i, differing)
         # boxes and areas must describe the returned masks exactly
@@ -232,17 +236,17 @@ def test_results_survive_later_calls():
     scores = np.linspace(0.9, 0.6, 6).astype(np.float32)
     classes = np.zeros(6, np.int64)
     held = _core.postprocess_deployable(masks, scores, classes, transform)
-    copy = held["masks"].copy()
+    copy = full_masks(held)
     for seed in range(5):
         other = blob_masks(6, 64, 64, seed=100 + seed, filled=range(6))
         _core.postprocess_deployable(other, scores, classes, transform)  # dropped at once: recycled
         kept = _core.postprocess_deployable(other, scores, classes, transform)
-        np.testing.assert_array_equal(held["masks"], copy)
+        np.testing.assert_array_equal(full_masks(held), copy)
         reference = reference_deployable(other, scores, classes, transform)
         check_against(kept, reference, transform)
     del held
     again = _core.postprocess_deployable(masks, scores, classes, transform)
-    np.testing.assert_array_equal(again["masks"], copy)
+    np.testing.assert_array_equal(full_masks(again), copy)
 
 
 def test_deployable_ties_keep_graph_order_and_cap():
@@ -297,7 +301,8 @@ def test_deployable_nothing_kept_gives_empty_shaped_arrays(k):
     masks = blob_masks(k, 32, 32, seed=1, filled=range(k))
     scores = np.full(k, 0.1, np.float32)
     result = _core.postprocess_deployable(masks, scores, np.zeros(k, np.int64), transform)
-    assert result["masks"].shape == (0, 48, 64) and result["masks"].dtype == np.uint8
+    assert result["crops"].shape == (0,) and result["crops"].dtype == np.uint8
+    assert result["crop_offsets"].tolist() == [0] and tuple(result["image_size"]) == (48, 64)
     assert result["scores"].shape == (0,) and result["scores"].dtype == np.float32
     assert result["labels"].shape == (0,) and result["labels"].dtype == np.int64
     assert result["boxes"].shape == (0, 4) and result["boxes"].dtype == np.float32
@@ -309,7 +314,7 @@ def test_deployable_all_nan_scores():
     masks = blob_masks(4, 32, 32, seed=2, filled=range(4))
     result = _core.postprocess_deployable(masks, np.full(4, np.nan, np.float32), np.zeros(4, np.int32), transform,
                                           score_threshold=-1.0)
-    assert result["masks"].shape == (0, 48, 64)
+    assert full_masks(result).shape == (0, 48, 64)
 
 
 # ---------------------------------------------------------------- raw head
@@ -403,7 +408,7 @@ def test_raw_all_empty_masks():
     class_logits = np.tile(np.array([[-5.0, 5.0]], np.float32), (4, 1))
     mask_logits = np.full((4, 8, 8), -3.0, np.float32)
     result = _core.postprocess_raw(class_logits, mask_logits, transform, score_threshold=0.0)
-    assert result["masks"].shape == (0, 50, 70) and result["scores"].shape == (0,)
+    assert full_masks(result).shape == (0, 50, 70) and result["scores"].shape == (0,)
 
 
 def test_raw_padding_only_mask_is_dropped_and_threads_agree():
@@ -426,10 +431,10 @@ def test_max_instances_zero():
     masks = blob_masks(3, 32, 32, seed=3, filled=range(3))
     result = _core.postprocess_deployable(masks, np.full(3, 0.9, np.float32), np.zeros(3, np.int64), transform,
                                           max_instances=0)
-    assert result["masks"].shape == (0, 30, 40)
+    assert full_masks(result).shape == (0, 30, 40)
     class_logits, mask_logits = raw_outputs(4, 1, 8, 8, seed=3)
     result = _core.postprocess_raw(class_logits, mask_logits, transform, max_instances=0)
-    assert result["masks"].shape == (0, 30, 40) and result["boxes"].shape == (0, 4)
+    assert full_masks(result).shape == (0, 30, 40) and result["boxes"].shape == (0, 4)
 
 
 def test_random_small_sizes_both_paths():
@@ -488,11 +493,15 @@ def test_instance_map_of_postprocess_output():
     masks = blob_masks(6, 64, 64, seed=21, filled=range(6))
     result = _core.postprocess_deployable(masks, np.linspace(0.9, 0.6, 6).astype(np.float32), np.zeros(6, np.int64),
                                           transform)
-    out = _core.instance_map(result["masks"])
+    masks = full_masks(result)
+    out = _core.instance_map(masks)
     for i in range(len(result["scores"])):
         owned = out == i + 1
-        assert np.all(result["masks"][i][owned] == 1)
-        assert np.all(result["masks"][:i][:, owned] == 0)
+        assert np.all(masks[i][owned] == 1)
+        assert np.all(masks[:i][:, owned] == 0)
+    from_crops = _core.instance_map_crops(result["crops"], result["crop_offsets"], result["boxes"],
+                                          result["image_size"])
+    np.testing.assert_array_equal(from_crops, out)
 
 
 # ---------------------------------------------------------------- bad input
@@ -567,3 +576,54 @@ def test_instance_map_bad_input():
     with pytest.raises(ValueError, match="masks"):
         _core.instance_map(np.zeros((4, 4), np.uint8))
     assert _core.instance_map(np.ones((1, 2, 3), np.uint8)).sum() == 6
+
+
+# ---------------------------------------------------------------- crops at the frame's borders
+def border_masks(transform, dtype):
+    """One instance touching each border of the content region, one covering all of it, a one-pixel
+    mask in each corner, an empty mask, and a mask whose only value lies in the letterbox padding."""
+    ch, cw = transform.content_height, transform.content_width
+    masks = np.zeros((11, transform.net_height, transform.net_width), np.float32)
+    masks[0, : ch // 3, cw // 4: cw // 2] = 1            # top
+    masks[1, ch - ch // 4:ch, cw // 3: cw // 2] = 1      # bottom
+    masks[2, ch // 4: ch // 2, : cw // 5] = 1            # left
+    masks[3, ch // 3: ch // 2, cw - cw // 6:cw] = 1      # right
+    masks[4, :ch, :cw] = 1                               # all four
+    masks[5, 0, 0] = 1
+    masks[6, 0, cw - 1] = 1
+    masks[7, ch - 1, 0] = 1
+    masks[8, ch - 1, cw - 1] = 1
+    if ch < transform.net_height:
+        masks[10, ch:, :] = 1                            # padding only: never reaches the frame
+    elif cw < transform.net_width:
+        masks[10, :, cw:] = 1
+    return masks.astype(dtype)
+
+
+BORDER_CASES = FRAME_CASES + [("letterbox", 7, 5, 32, 32), ("stretch", 1, 1, 16, 16), ("stretch", 3, 200, 8, 8)]
+
+
+@pytest.mark.parametrize("mode,fh,fw,nh,nw", BORDER_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_crops_at_borders_empty_and_one_pixel(mode, fh, fw, nh, nw, dtype):
+    """Crops equal the full reference masks inside their windows (and nothing is set outside) for
+    instances touching each frame border, one-pixel masks (which may vanish when shrunk) and empty
+    masks; the COCO RLE made from the crops is pycocotools' byte for byte."""
+    mask_api = pytest.importorskip("pycocotools.mask")
+    transform = _core.ResizeTransform(mode, fh, fw, nh, nw)
+    masks = border_masks(transform, dtype)
+    scores = np.linspace(0.95, 0.6, len(masks)).astype(np.float32)
+    classes = np.zeros(len(masks), np.int64)
+    result = _core.postprocess_deployable(masks, scores, classes, transform)
+    reference = reference_deployable(masks, scores, classes, transform)
+    check_against(result, reference, transform)
+    assert 9 not in result["query_indices"] and 10 not in result["query_indices"]
+    if len(result["scores"]):
+        counts = _core.rle_encode_crops(result["crops"], result["crop_offsets"], result["boxes"], (fh, fw))
+        full = full_masks(result)
+        assert counts == [r["counts"] for r in mask_api.encode(np.asfortranarray(full.transpose(1, 2, 0)))]
+    # the raw head: logits positive exactly where the masks are, at network size / 4
+    low = np.where(masks[:, ::4, ::4].astype(np.float32) > 0, 6.0, -6.0).astype(np.float32)
+    class_logits = np.tile(np.array([[-4.0, 4.0]], np.float32), (len(masks), 1))
+    raw = _core.postprocess_raw(class_logits, low, transform, topk=len(masks), score_threshold=0.2)
+    check_against(raw, reference_raw(class_logits, low, transform, topk=len(masks), threshold=0.2), transform)

@@ -4,9 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,6 +15,7 @@
 #include "bindings/cuda_array.hpp"
 #include "bindings/frame_views.hpp"
 #include "m2f/cuda/ops.hpp"
+#include "m2f/cuda/workspace_pool.hpp"
 #endif
 
 namespace py = pybind11;
@@ -49,57 +48,28 @@ BorrowedView device_input(const py::handle& obj, const char* arg, cudaStream_t s
 
 std::vector<std::int64_t> shape_of(const TensorView& v) { return std::vector<std::int64_t>(v.shape.begin(), v.shape.begin() + v.ndim); }
 
-// Post-processing scratch, per device, leased for the length of one call. Two threads, or two
-// Segmenters on different streams, never share a workspace at the same time; a workspace is only
-// used on the device it was allocated on. A call waits for its stream before it hands the lease
-// back (read_results synchronises; a failed call synchronises here), so a pooled workspace has no
-// work in flight. The pool keeps one grown workspace per concurrent caller and device; it is
-// never destroyed (the memory goes with the process, after the CUDA runtime may be gone).
-class WorkspaceLease {
- public:
-  explicit WorkspaceLease(cudaStream_t stream) : stream_(stream) {
-    M2F_CUDA_CHECK(cudaGetDevice(&device_));
-    std::lock_guard<std::mutex> lock(mutex());
-    auto& free = free_lists()[device_];
-    if (free.empty()) {
-      workspace_ = std::make_unique<cuda::PostprocessWorkspace>();
-    } else {
-      workspace_ = std::move(free.back());
-      free.pop_back();
-    }
-  }
-  WorkspaceLease(const WorkspaceLease&) = delete;
-  WorkspaceLease& operator=(const WorkspaceLease&) = delete;
-  ~WorkspaceLease() {
-    if (!finished_) {  // an exception left kernels of this call possibly in flight: let them end
+// One post-processing call on a leased workspace (m2f/cuda/workspace_pool.hpp): enqueue, then the
+// results in the form asked for. A failed call waits for its stream, without the interpreter lock,
+// before the workspace goes back to the pool.
+template <typename Enqueue>
+py::dict leased_postprocess(cudaStream_t stream, const std::string& masks_to, Enqueue&& enqueue) {
+  cuda::WorkspaceLease lease(stream);
+  try {
+    {
       py::gil_scoped_release release;
-      if (cudaStreamSynchronize(stream_) != cudaSuccess) {
-        cudaGetLastError();
-        return;  // a broken context: drop the workspace rather than hand it to the next call
-      }
+      enqueue(lease.get());
     }
-    std::lock_guard<std::mutex> lock(mutex());
-    free_lists()[device_].push_back(std::move(workspace_));
+    py::dict result = results_to_python(lease.get(), stream, masks_to);
+    lease.finished();
+    return result;
+  } catch (...) {
+    {
+      py::gil_scoped_release release;
+      lease.wait_for_stream();
+    }
+    throw;
   }
-  cuda::PostprocessWorkspace& get() { return *workspace_; }
-  // The call's results were read (its stream was synchronised): no kernel uses the workspace now.
-  void finished() { finished_ = true; }
-
- private:
-  using FreeLists = std::map<int, std::vector<std::unique_ptr<cuda::PostprocessWorkspace>>>;
-  static std::mutex& mutex() {
-    static auto* m = new std::mutex;
-    return *m;
-  }
-  static FreeLists& free_lists() {
-    static auto* lists = new FreeLists;
-    return *lists;
-  }
-  cudaStream_t stream_;
-  int device_ = 0;
-  bool finished_ = false;
-  std::unique_ptr<cuda::PostprocessWorkspace> workspace_;
-};
+}
 
 // Host <-> device copies outside the kernels' streams: cudaMemcpy from pageable memory may return
 // before its DMA lands (and the legacy stream does not order non-blocking streams), so every
@@ -114,8 +84,8 @@ DType parse_dtype(const py::object& dtype) {
   return dtype_from_numpy(py::dtype::from_args(dtype), "dtype");
 }
 
-void bind_cuda(py::module_& g) {
-  // Out of GPU memory is a MemoryError (callers may retry smaller); every other CUDA error a RuntimeError.
+// Out of GPU memory is a MemoryError (callers may retry smaller); every other CUDA error a RuntimeError.
+void bind_cuda_errors() {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -123,7 +93,9 @@ void bind_cuda(py::module_& g) {
       PyErr_SetString(e.out_of_memory() ? PyExc_MemoryError : PyExc_RuntimeError, e.what());
     }
   });
+}
 
+void bind_device_array(py::module_& g) {
   py::class_<DeviceArray, std::shared_ptr<DeviceArray>>(
       g, "DeviceArray",
       "C-contiguous GPU memory with __cuda_array_interface__ (CuPy, PyTorch and Numba read it without a copy).\n"
@@ -236,7 +208,10 @@ void bind_cuda(py::module_& g) {
         return s + (a.shape().size() == 1 ? ",)" : ")") + ", dtype=" + dtype_name(a.dtype()) +
                (a.mapped() ? ", memory='mapped')" : ")");
       });
+}
 
+// Streams, device-wide synchronisation and copies between GPU arrays.
+void bind_streams_and_copies(py::module_& g) {
   py::class_<cuda::Stream>(g, "Stream", "A non-blocking CUDA stream owned by m2f_edge.")
       .def(py::init([]() { return cuda::Stream::create(); }))
       .def_property_readonly("handle", [](const cuda::Stream& s) { return reinterpret_cast<std::uintptr_t>(s.get()); })
@@ -269,7 +244,9 @@ void bind_cuda(py::module_& g) {
       py::arg("dst"), py::arg("src"), py::kw_only(), py::arg("stream") = py::none(), py::arg("synchronize") = true,
       "Asynchronous copy between contiguous GPU arrays or mapped host buffers (DeviceArray memory='mapped'\n"
       "is pinned: a copy from it is a true async DMA). Also the copy-bandwidth yardstick of the benchmarks.");
+}
 
+void bind_preprocess_gpu(py::module_& g) {
   g.def(
       "preprocess",
       [](const py::object& frames, const py::object& out, const std::string& color, const std::string& resize,
@@ -305,8 +282,9 @@ void bind_cuda(py::module_& g) {
       "GPU twin of _core.preprocess. frames: GPU arrays (__cuda_array_interface__ / DLPack, read in place,\n"
       "any strides) or numpy arrays (copied to the GPU first); out: a GPU array (B, 3, H, W) float32/float16.\n"
       "Returns one ResizeTransform per frame.");
+}
 
-
+void bind_postprocess_gpu(py::module_& g) {
   g.def(
       "postprocess_deployable",
       [](const py::object& masks, const py::object& scores, const py::object& classes,
@@ -320,22 +298,17 @@ void bind_cuda(py::module_& g) {
         SelectionOptions options;
         options.score_threshold = score_threshold;
         options.max_instances = max_instances;
-        WorkspaceLease lease(stream);
-        {
-          py::gil_scoped_release release;
-          cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, lease.get(), stream);
-        }
-        py::dict result = results_to_python(lease.get(), stream, masks_to);
-        lease.finished();
-        return result;
+        return leased_postprocess(stream, masks_to, [&](cuda::PostprocessWorkspace& w) {
+          cuda::enqueue_postprocess_deployable(m.view, s.view, c.view, transform, options, w, stream);
+        });
       },
       py::arg("masks"), py::arg("scores"), py::arg("classes"), py::arg("transform"), py::kw_only(),
       py::arg("score_threshold") = 0.5f, py::arg("max_instances") = 100, py::arg("stream") = py::none(),
       py::arg("masks_to") = "host",
       "GPU twin of _core.postprocess_deployable: inputs stay on the GPU (a numpy input is copied there);\n"
-      "only the kept instances' frame masks and their small arrays are copied back, into new arrays.\n"
-      "masks_to: 'host' (numpy masks), 'packed' (numpy masks_packed, 8 pixels a byte) or 'device'\n"
-      "(masks as a DeviceArray left on the GPU).");
+      "each kept mask is computed inside its box only, and only those crops and the small arrays are\n"
+      "copied back, into new arrays (the CPU twin's dict). masks_to: 'host' (numpy crops), 'packed'\n"
+      "(numpy crops_packed, 8 pixels a byte) or 'device' (crops as a DeviceArray left on the GPU).");
 
   g.def(
       "postprocess_raw",
@@ -352,14 +325,9 @@ void bind_cuda(py::module_& g) {
         SelectionOptions options;
         options.score_threshold = score_threshold;
         options.max_instances = max_instances;
-        WorkspaceLease lease(stream);
-        {
-          py::gil_scoped_release release;
-          cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, lease.get(), stream);
-        }
-        py::dict result = results_to_python(lease.get(), stream, masks_to);
-        lease.finished();
-        return result;
+        return leased_postprocess(stream, masks_to, [&](cuda::PostprocessWorkspace& w) {
+          cuda::enqueue_postprocess_raw(cl.view, ml.view, transform, raw, options, w, stream);
+        });
       },
       py::arg("class_logits"), py::arg("mask_logits"), py::arg("transform"), py::kw_only(),
       py::arg("no_object_index") = 0, py::arg("topk") = 100, py::arg("score_threshold") = 0.5f,
@@ -367,7 +335,9 @@ void bind_cuda(py::module_& g) {
       "GPU twin of _core.postprocess_raw: softmax, top-k over Q*C, fused upsample + sigmoid-sum scoring\n"
       "and the frame masks of the kept instances, all on the GPU; results copied into new arrays\n"
       "(masks_to as in postprocess_deployable).");
+}
 
+void bind_mask_ops_gpu(py::module_& g) {
   g.def(
       "instance_map",
       [](const py::object& masks, const py::object& stream_obj) {
@@ -404,6 +374,15 @@ void bind_cuda(py::module_& g) {
       },
       py::arg("masks"), py::kw_only(), py::arg("stream") = py::none(),
       "Bit-packs (N, H, W) 0/1 masks along W as numpy.packbits(axis=-1); returns a DeviceArray.");
+}
+
+void bind_cuda(py::module_& g) {
+  bind_cuda_errors();
+  bind_device_array(g);
+  bind_streams_and_copies(g);
+  bind_preprocess_gpu(g);
+  bind_postprocess_gpu(g);
+  bind_mask_ops_gpu(g);
 }
 
 #else  // no CUDA

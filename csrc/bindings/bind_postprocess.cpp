@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bindings/array_view.hpp"
+#include "bindings/frame_instances.hpp"
 #include "m2f/postprocess.hpp"
 
 namespace py = pybind11;
@@ -46,37 +47,125 @@ SelectionOptions selection_options(float score_threshold, int max_instances, int
   return o;
 }
 
-// Hands the core's buffers to numpy; the masks move without a copy (a capsule owns them).
-py::dict to_python(FrameInstances&& r) {
+}  // namespace
+
+// Hands the core's buffers to numpy; the crops move without a copy (a capsule owns them).
+py::dict frame_instances_to_python(FrameInstances&& r) {
   const py::ssize_t n = static_cast<py::ssize_t>(r.count);
-  py::array_t<std::uint8_t> masks;
-  if (n > 0) {
-    auto* buffer = new MaskBuffer(std::move(r.masks));
-    py::capsule owner(buffer, [](void* p) { delete static_cast<MaskBuffer*>(p); });
-    masks = py::array_t<std::uint8_t>({n, static_cast<py::ssize_t>(r.height), static_cast<py::ssize_t>(r.width)},
-                                      buffer->data(), owner);
-  } else {
-    masks = py::array_t<std::uint8_t>({py::ssize_t{0}, static_cast<py::ssize_t>(r.height),
-                                       static_cast<py::ssize_t>(r.width)});
-  }
-  py::array_t<float> scores(n);
-  py::array_t<std::int64_t> labels(n), areas(n), query_indices(n);
-  py::array_t<float> boxes({n, py::ssize_t{4}});
-  for (py::ssize_t i = 0; i < n; ++i) {
-    scores.mutable_at(i) = r.scores[static_cast<std::size_t>(i)];
-    labels.mutable_at(i) = r.labels[static_cast<std::size_t>(i)];
-    areas.mutable_at(i) = r.areas[static_cast<std::size_t>(i)];
-    query_indices.mutable_at(i) = r.query_indices[static_cast<std::size_t>(i)];
-    for (py::ssize_t j = 0; j < 4; ++j) boxes.mutable_at(i, j) = r.boxes[static_cast<std::size_t>(i * 4 + j)];
-  }
+  const py::ssize_t used = static_cast<py::ssize_t>(r.crop_offsets.back());
   py::dict d;
-  d["masks"] = masks;
-  d["scores"] = scores;
-  d["labels"] = labels;
-  d["boxes"] = boxes;
-  d["areas"] = areas;
-  d["query_indices"] = query_indices;
+  if (r.crops.data()) {
+    auto* buffer = new MaskBuffer(std::move(r.crops));
+    py::capsule owner(buffer, [](void* p) { delete static_cast<MaskBuffer*>(p); });
+    d["crops"] = py::array_t<std::uint8_t>(used, buffer->data(), owner);
+  } else {  // the crops live elsewhere (a GPU result kept on the device)
+    d["crops"] = py::array_t<std::uint8_t>(0);
+  }
+  d["crop_offsets"] = py::array_t<std::int64_t>(n + 1, r.crop_offsets.data());
+  d["scores"] = py::array_t<float>(n, r.scores.data());
+  d["labels"] = py::array_t<std::int64_t>(n, r.labels.data());
+  d["boxes"] = py::array_t<float>({n, py::ssize_t{4}}, r.boxes.data());
+  d["areas"] = py::array_t<std::int64_t>(n, r.areas.data());
+  d["query_indices"] = py::array_t<std::int64_t>(n, r.query_indices.data());
+  d["image_size"] = py::make_tuple(r.height, r.width);
   return d;
+}
+
+namespace {
+
+// The crops of one result (the dict's crops, crop_offsets, boxes) checked and seen by the core.
+struct CropArgs {
+  py::array_t<std::uint8_t, py::array::c_style> crops;
+  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> offsets;
+  std::vector<CropWindow> windows;
+  CropSet set;
+};
+
+CropArgs crop_args(const py::array& crops, const py::array& crop_offsets, const py::array& boxes,
+                   std::pair<int, int> image_size) {
+  CropArgs a;
+  // --- types
+  if (!py::isinstance<py::array_t<std::uint8_t>>(crops) && !py::isinstance<py::array_t<bool>>(crops))
+    throw py::type_error("argument 'crops': expected a uint8 or bool array");
+  a.crops = py::array_t<std::uint8_t, py::array::c_style>::ensure(crops.dtype().is(py::dtype::of<bool>())
+                                                                       ? crops.attr("view")("uint8")
+                                                                       : static_cast<py::object>(crops));
+  a.offsets = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(crop_offsets);
+  auto box = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(boxes);
+  if (!a.crops || !a.offsets || !box) throw py::type_error("argument 'crops': crops, offsets and boxes must be arrays");
+  // --- sizes
+  if (a.crops.ndim() != 1) fail("argument 'crops': expected a 1-D array, got " + std::to_string(a.crops.ndim()) + " dimensions");
+  if (box.ndim() != 2 || box.shape(1) != 4) fail("argument 'boxes': expected (N, 4)");
+  const py::ssize_t n = box.shape(0);
+  if (a.offsets.ndim() != 1 || a.offsets.shape(0) != n + 1)
+    fail("argument 'crop_offsets': expected " + std::to_string(n + 1) + " offsets (one more than boxes)");
+  if (image_size.first < 0 || image_size.second < 0) fail("argument 'image_size': expected (H, W) >= 0");
+  a.windows.resize(static_cast<std::size_t>(n));
+  for (py::ssize_t i = 0; i < n; ++i) {
+    int v[4];
+    for (int j = 0; j < 4; ++j) {
+      const double x = box.at(i, j);
+      if (!(x == std::floor(x)) || x < 0 || x > 1e9)
+        fail("argument 'boxes': crop windows must be non-negative integers, got " + std::to_string(x));
+      v[j] = static_cast<int>(x);
+    }
+    a.windows[static_cast<std::size_t>(i)] = CropWindow{v[0], v[1], v[2], v[3]};
+  }
+  a.set.crops = a.crops.data();
+  a.set.offsets = a.offsets.data();
+  a.set.windows = a.windows.data();
+  a.set.count = n;
+  a.set.height = image_size.first;
+  a.set.width = image_size.second;
+  try {
+    check_crops(a.set, a.crops.shape(0));
+  } catch (const std::invalid_argument& e) {  // "name: why" from the core -> "argument 'name': why"
+    const std::string what = e.what();
+    const std::size_t colon = what.find(':');
+    fail(colon == std::string::npos ? what : "argument '" + what.substr(0, colon) + "'" + what.substr(colon));
+  }
+  return a;
+}
+
+py::array_t<std::uint8_t> expand_crops_py(const py::array& crops, const py::array& crop_offsets, const py::array& boxes,
+                                          std::pair<int, int> image_size, int threads) {
+  CropArgs a = crop_args(crops, crop_offsets, boxes, image_size);
+  if (threads < 0) fail("argument 'threads': expected >= 0 (0 = all cores), got " + std::to_string(threads));
+  py::array_t<std::uint8_t> out({static_cast<py::ssize_t>(a.set.count), static_cast<py::ssize_t>(a.set.height),
+                                 static_cast<py::ssize_t>(a.set.width)});
+  TensorView o = view_of(out, "out");
+  {
+    py::gil_scoped_release release;
+    expand_crops(a.set, o, threads);
+  }
+  return out;
+}
+
+py::array_t<std::int32_t> instance_map_crops_py(const py::array& crops, const py::array& crop_offsets,
+                                                const py::array& boxes, std::pair<int, int> image_size, int threads) {
+  CropArgs a = crop_args(crops, crop_offsets, boxes, image_size);
+  if (threads < 0) fail("argument 'threads': expected >= 0 (0 = all cores), got " + std::to_string(threads));
+  py::array_t<std::int32_t> out({static_cast<py::ssize_t>(a.set.height), static_cast<py::ssize_t>(a.set.width)});
+  TensorView o = view_of(out, "out");
+  {
+    py::gil_scoped_release release;
+    instance_map(a.set, o, threads);
+  }
+  return out;
+}
+
+py::list rle_encode_crops_py(const py::array& crops, const py::array& crop_offsets, const py::array& boxes,
+                             std::pair<int, int> image_size, int threads) {
+  CropArgs a = crop_args(crops, crop_offsets, boxes, image_size);
+  if (threads < 0) fail("argument 'threads': expected >= 0 (0 = all cores), got " + std::to_string(threads));
+  std::vector<std::string> counts;
+  {
+    py::gil_scoped_release release;
+    counts = rle_encode(a.set, threads);
+  }
+  py::list out;
+  for (const auto& c : counts) out.append(py::bytes(c));
+  return out;
 }
 
 py::dict postprocess_deployable_py(const py::array& masks, const py::array& scores, const py::array& classes,
@@ -107,7 +196,7 @@ py::dict postprocess_deployable_py(const py::array& masks, const py::array& scor
     py::gil_scoped_release release;
     result = postprocess_deployable(m, s, c, transform, options);
   }
-  return to_python(std::move(result));
+  return frame_instances_to_python(std::move(result));
 }
 
 py::dict postprocess_raw_py(const py::array& class_logits, const py::array& mask_logits,
@@ -146,7 +235,7 @@ py::dict postprocess_raw_py(const py::array& class_logits, const py::array& mask
     py::gil_scoped_release release;
     result = postprocess_raw(cl, ml, transform, raw, options);
   }
-  return to_python(std::move(result));
+  return frame_instances_to_python(std::move(result));
 }
 
 py::array_t<std::int32_t> instance_map_py(const py::array& masks, int threads) {
@@ -197,9 +286,12 @@ masks (K, net_h, net_w) float32/float16/uint8/bool (0/1 values), scores (K,) flo
 int32/int64, any strides (read in place). Keeps scores >= score_threshold (NaN never), sorts them
 descending (stable), keeps the first max_instances, crops each mask to transform's content region,
 resizes it bilinearly (cv2 INTER_LINEAR positions) to the frame size and thresholds > 0.5; masks
-that come out empty are dropped. Returns dict(masks (N,H,W) uint8 0/1, scores (N,) float32,
-labels (N,) int64, boxes (N,4) float32 xyxy with x2 = last column + 1, areas (N,) int64,
-query_indices (N,) int64). Only kept masks are read.)doc");
+that come out empty are dropped. Each mask is computed only inside its box and kept cropped to it.
+Returns dict(crops (total,) uint8 0/1: instance i's mask inside boxes[i], row-major, at
+crops[crop_offsets[i]:crop_offsets[i + 1]]; crop_offsets (N+1,) int64, scores (N,) float32,
+labels (N,) int64, boxes (N,4) float32 xyxy with x2 = last column + 1 (exact integers: the crop
+windows), areas (N,) int64, query_indices (N,) int64, image_size (H, W)). expand_crops gives full (N,H,W) masks.
+Only kept masks are read.)doc");
   m.def("postprocess_raw", &postprocess_raw_py, py::arg("class_logits"), py::arg("mask_logits"), py::arg("transform"),
         py::kw_only(), py::arg("no_object_index") = 0, py::arg("topk") = 100, py::arg("score_threshold") = 0.5f,
         py::arg("max_instances") = 100, py::arg("threads") = 0,
@@ -216,6 +308,16 @@ postprocess_deployable: threshold, sort, cap, map to the frame. Returns the same
   m.def("rle_encode", &rle_encode_py, py::arg("masks"), py::kw_only(), py::arg("threads") = 0,
         "COCO RLE `counts` (bytes, the compressed string form) of masks (N, H, W) or (H, W) uint8/bool, any "
         "strides; byte-identical to pycocotools.mask.encode(np.asfortranarray(mask)). Returns one per mask.");
+  m.def("expand_crops", &expand_crops_py, py::arg("crops"), py::arg("crop_offsets"), py::arg("boxes"),
+        py::arg("image_size"), py::kw_only(), py::arg("threads") = 0,
+        "Full (N, H, W) uint8 masks from a post-processing result's crops, crop_offsets and boxes (the crop "
+        "windows); zeros outside each window.");
+  m.def("instance_map_crops", &instance_map_crops_py, py::arg("crops"), py::arg("crop_offsets"), py::arg("boxes"),
+        py::arg("image_size"), py::kw_only(), py::arg("threads") = 0,
+        "instance_map of the full masks the crops stand for, without building them.");
+  m.def("rle_encode_crops", &rle_encode_crops_py, py::arg("crops"), py::arg("crop_offsets"), py::arg("boxes"),
+        py::arg("image_size"), py::kw_only(), py::arg("threads") = 0,
+        "rle_encode of the full masks the crops stand for, without building them (byte-identical).");
 }
 
 }  // namespace m2f::bind

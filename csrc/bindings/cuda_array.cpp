@@ -1,5 +1,6 @@
 #ifdef M2F_WITH_CUDA
 #include "bindings/cuda_array.hpp"
+#include "bindings/frame_instances.hpp"
 
 #include <cuda_runtime_api.h>
 
@@ -297,63 +298,53 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
                        py::str(py::type::handle_of(obj)).cast<std::string>());
 }
 
-namespace {
-// The small arrays; the masks are added in the form asked for.
-py::dict small_arrays_to_python(const FrameInstances& r) {
-  const py::ssize_t n = static_cast<py::ssize_t>(r.count);
-  py::dict out;
-  out["scores"] = py::array_t<float>(n, r.scores.data());
-  out["labels"] = py::array_t<std::int64_t>(n, r.labels.data());
-  out["boxes"] = py::array_t<float>({n, static_cast<py::ssize_t>(4)}, r.boxes.data());
-  out["areas"] = py::array_t<std::int64_t>(n, r.areas.data());
-  out["query_indices"] = py::array_t<std::int64_t>(n, r.query_indices.data());
-  return out;
-}
-
-}  // namespace
-
 py::dict results_to_python(cuda::PostprocessWorkspace& w, cudaStream_t stream, const std::string& form) {
-  std::vector<int> slots;
   FrameInstances r;
   {
     py::gil_scoped_release release;
-    r = cuda::read_results(w, stream, slots);
+    r = cuda::read_results(w, stream);
   }
-  py::dict out = small_arrays_to_python(r);
-  const std::int64_t n = r.count, h = r.height, wd = r.width;
-  if (form == "host") {
-    py::array_t<std::uint8_t> masks({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(wd)});
-    void* dst = masks.mutable_data();
+  const std::int64_t bytes = r.crop_offsets.back();
+  if (form == "host") {  // the crops land in a host buffer that numpy then owns, as on the CPU
+    r.crops = MaskBuffer::allocate(static_cast<std::size_t>(std::max<std::int64_t>(bytes, 1)));
     {
       py::gil_scoped_release release;
-      cuda::copy_kept_masks(w, slots, dst, stream);
+      cuda::copy_crops(w, r, r.crops.data(), stream);
     }
-    out["masks"] = masks;
-  } else {
-    auto device = std::make_shared<DeviceArray>(std::vector<std::int64_t>{n, h, wd}, DType::uint8, false);
+    return frame_instances_to_python(std::move(r));
+  }
+  auto device = std::make_shared<DeviceArray>(std::vector<std::int64_t>{bytes}, DType::uint8, false);
+  {
+    py::gil_scoped_release release;
+    cuda::copy_crops(w, r, device->device_pointer(), stream);
+  }
+  py::object crops_out;
+  std::string key = "crops";
+  if (form == "device") {
+    crops_out = py::cast(device);
+  } else {  // packed: the crops' bytes 8 to a byte, as numpy.packbits(crops)
+    const std::int64_t packed_bytes = (bytes + 7) / 8;
+    DeviceArray packed({1, 1, packed_bytes}, DType::uint8, false);
+    py::array_t<std::uint8_t> host(static_cast<py::ssize_t>(packed_bytes));
+    void* dst = host.mutable_data();
     {
       py::gil_scoped_release release;
-      cuda::copy_kept_masks(w, slots, device->device_pointer(), stream);
-    }
-    if (form == "device") {
-      out["masks"] = device;
-    } else {
-      const std::int64_t packed_width = (wd + 7) / 8;
-      DeviceArray packed({n, h, packed_width}, DType::uint8, false);
-      py::array_t<std::uint8_t> host({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                      static_cast<py::ssize_t>(packed_width)});
-      void* dst = host.mutable_data();
-      {
-        py::gil_scoped_release release;
-        cuda::pack_masks(device->view(), packed.view(), stream);
-        if (packed.nbytes() > 0)
-          M2F_CUDA_CHECK(cudaMemcpyAsync(dst, packed.device_pointer(), packed.nbytes(), cudaMemcpyDeviceToHost, stream));
-        M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+      TensorView flat = device->view();
+      flat.ndim = 3;
+      flat.shape = {1, 1, bytes, 0, 0, 0};
+      flat.strides = {bytes, bytes, 1, 0, 0, 0};
+      if (bytes > 0) {
+        cuda::pack_masks(flat, packed.view(), stream);
+        M2F_CUDA_CHECK(cudaMemcpyAsync(dst, packed.device_pointer(), packed.nbytes(), cudaMemcpyDeviceToHost, stream));
       }
-      out["masks_packed"] = host;
-      out["mask_shape"] = py::make_tuple(h, wd);
+      M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
     }
+    crops_out = host;
+    key = "crops_packed";
   }
+  py::dict out = frame_instances_to_python(std::move(r));  // crops empty here: replaced below
+  out.attr("pop")("crops");
+  out[py::str(key)] = crops_out;
   return out;
 }
 

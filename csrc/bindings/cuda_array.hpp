@@ -61,11 +61,12 @@ BorrowedView gpu_view_of(const py::handle& obj, const char* arg, cudaStream_t st
 
 py::dict cuda_array_interface(const DeviceArray& array);
 
-// The result dict of a GPU post-processing call (same keys as the CPU functions). masks_to:
-//   "host"   masks (N, H, W) uint8 numpy: one device-to-host copy of the kept masks only;
-//   "packed" masks_packed (N, H, ceil(W / 8)) uint8 numpy as numpy.packbits(axis=-1), and mask_shape:
-//            8x fewer bytes cross to the host (np.unpackbits(..., axis=-1, count=W) restores them);
-//   "device" masks as a DeviceArray (N, H, W) uint8 that stays on the GPU (a device-side copy).
+// The result dict of a GPU post-processing call: the CPU functions' keys (crops, crop_offsets,
+// boxes, ...; each mask cropped to its box, only the crops cross to the host). masks_to:
+//   "host"   crops (total,) uint8 numpy: one device-to-host copy of the kept crops only;
+//   "packed" crops_packed (ceil(total / 8),) uint8 numpy as numpy.packbits(crops): 8x fewer bytes
+//            cross to the host (np.unpackbits(crops_packed, count=crop_offsets[-1]) restores them);
+//   "device" crops as a DeviceArray (total,) uint8 that stays on the GPU (a device-side copy).
 // Every form is a fresh buffer: the next frame cannot overwrite it. Waits for `stream`.
 py::dict results_to_python(cuda::PostprocessWorkspace& workspace, cudaStream_t stream, const std::string& masks_to);
 void check_masks_to(const std::string& masks_to);

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "core/postprocess_frame.hpp"
 
@@ -47,8 +48,8 @@ FrameInstances postprocess_deployable(const TensorView& masks, const TensorView&
   }
   detail::select_candidates(candidates, options);
 
-  // Only the kept masks are read, each once, row by row while mapping: all-zero rows are
-  // skipped there, so no separate pass looks for where a mask is.
+  // Only the kept masks are read: once to find the box of their nonzero values (all-zero rows a
+  // word at a time), then inside that box only while mapping.
   for (detail::Candidate& c : candidates) {
     c.label = integer_at(classes, c.query);
     detail::SourceMask& m = c.mask;
@@ -59,7 +60,7 @@ FrameInstances postprocess_deployable(const TensorView& masks, const TensorView&
     m.y_end = transform.content_height;
     m.x_end = transform.content_width;
   }
-  return detail::map_to_frame(candidates, transform, options.threads);
+  return detail::map_to_frame(std::move(candidates), transform, options.threads);
 }
 
 }  // namespace m2f

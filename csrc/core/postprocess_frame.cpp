@@ -226,22 +226,25 @@ void horizontal_row(const HorizontalPlan& plan, const SourceMask& m, const RowRu
   blend(dx, dx1);
 }
 
-// The vertical blend and 0.5 threshold of output columns [u0, u1); returns how many are set.
+// The vertical blend and 0.5 threshold of output columns [u0, u1) into out[0, u1 - u0); returns how
+// many are set.
 int blend_row(const float* __restrict a, const float* __restrict b, float b0, float b1, int u0, int u1,
               std::uint8_t* __restrict out) {
   int count = 0;
   for (int k = u0; k < u1; ++k) {
     const std::uint8_t v = math::blend_above_half(a[k], b[k], b0, b1) ? 1 : 0;
-    out[k] = v;
+    out[k - u0] = v;
     count += v;
   }
   return count;
 }
 
 // blend_row over [u0, u1), except where both rows sit in constant spans of the same kind: there
-// the blend is known (both 0 -> 0; both runs of ones -> about 1, > 0.5) and is a memset.
+// the blend is known (both 0 -> 0; both runs of ones -> about 1, > 0.5) and is a memset. Output
+// column k goes to out[k - out_origin].
 int blend_row_spans(const float* a, const float* b, float b0, float b1, int u0, int u1,
-                    const std::vector<ConstSpan>& sa, const std::vector<ConstSpan>& sb, std::uint8_t* out) {
+                    const std::vector<ConstSpan>& sa, const std::vector<ConstSpan>& sb, std::uint8_t* out,
+                    int out_origin) {
   int count = 0;
   std::size_t i = 0, j = 0;
   int k = u0;
@@ -252,7 +255,7 @@ int blend_row_spans(const float* a, const float* b, float b0, float b1, int u0, 
     const bool in_b = j < sb.size() && sb[j].lo <= k;
     if (in_a && in_b && sa[i].one == sb[j].one) {
       const int end = std::min(std::min(sa[i].hi, sb[j].hi), u1);
-      std::memset(out + k, sa[i].one, static_cast<std::size_t>(end - k));
+      std::memset(out + (k - out_origin), sa[i].one, static_cast<std::size_t>(end - k));
       if (sa[i].one) count += end - k;
       k = end;
       continue;
@@ -260,209 +263,357 @@ int blend_row_spans(const float* a, const float* b, float b0, float b1, int u0, 
     int end = u1;
     if (i < sa.size()) end = std::min(end, in_a ? sa[i].hi : sa[i].lo);
     if (j < sb.size()) end = std::min(end, in_b ? sb[j].hi : sb[j].lo);
-    count += blend_row(a, b, b0, b1, k, end, out);
+    count += blend_row(a, b, b0, b1, k, end, out + (k - out_origin));
     k = end;
   }
   return count;
 }
 
+// The pixels of one item (rows [y0, y1) of one instance's window): mask count and tight box.
 struct ItemStats {
   std::int64_t count = 0;
   int y_min = 0, y_max = -1, x_min = 0, x_max = -1;
 };
 
-}  // namespace
+// The first / one past the last byte of p[0, bytes) that is not zero, 8 bytes at a time (bytes
+// when all are zero).
+std::size_t first_nonzero_byte(const char* p, std::size_t bytes) {
+  std::size_t i = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    std::uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    if ((w[0] | w[1] | w[2] | w[3]) != 0) break;
+  }
+  for (; i + 8 <= bytes; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) break;
+  }
+  while (i < bytes && p[i] == 0) ++i;
+  return i;
+}
 
-FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const ResizeTransform& transform, int threads) {
-  check_transform(transform);
-  const int H = transform.frame_height, W = transform.frame_width;
-  const int ch = transform.content_height, cw = transform.content_width;
-  const std::int64_t plane = static_cast<std::int64_t>(H) * W;
-  const std::int64_t n = static_cast<std::int64_t>(candidates.size());
+std::size_t end_of_nonzero_bytes(const char* p, std::size_t bytes) {
+  std::size_t i = bytes;
+  for (; i >= 8; i -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i - 8, 8);
+    if (w != 0) break;
+  }
+  while (i > 0 && p[i - 1] == 0) --i;
+  return i;
+}
 
-  const HorizontalPlan plan = make_plan(cw, W);
-  const std::vector<math::MaskTap>& xtaps = plan.taps;
-  std::vector<math::MaskTap> ytaps(static_cast<std::size_t>(H));
-  for (int y = 0; y < H; ++y) ytaps[static_cast<std::size_t>(y)] = math::cv_linear_tap_y(y, ch, H);
+// Shrinks the mask's support [y_begin, y_end) x [x_begin, x_end) to the box of its nonzero values
+// (NaN counts as nonzero; a -0.0 at the edge of a dense row may be kept inside: a wider support
+// only costs time). Dense rows are searched for nonzero bytes a word at a time, from both ends.
+void tighten_support(SourceMask& m) {
+  if (m.empty()) return;
+  const std::size_t item = dtype_size(m.dtype);
+  const bool dense = m.col_stride == static_cast<std::int64_t>(item);
+  const std::size_t bytes = item * static_cast<std::size_t>(m.x_end - m.x_begin);
+  int y_min = m.y_end, y_max = -1, x_min = m.x_end, x_max = -1;
+  for (int y = m.y_begin; y < m.y_end; ++y) {
+    const char* row = m.data + static_cast<std::int64_t>(y - m.origin_y) * m.row_stride;
+    int first = m.x_begin, last = m.x_end - 1;
+    if (dense) {
+      const char* start = row + static_cast<std::int64_t>(m.x_begin - m.origin_x) * m.col_stride;
+      const std::size_t lo = first_nonzero_byte(start, bytes);
+      if (lo == bytes) continue;
+      const std::size_t hi = end_of_nonzero_bytes(start, bytes);
+      first = m.x_begin + static_cast<int>(lo / item);
+      last = m.x_begin + static_cast<int>((hi - 1) / item);
+    } else {
+      auto at = [&](int x) {
+        return element_as_float(row + static_cast<std::int64_t>(x - m.origin_x) * m.col_stride, m.dtype);
+      };
+      while (first < m.x_end && at(first) == 0.f) ++first;
+      if (first == m.x_end) continue;
+      while (at(last) == 0.f) --last;
+    }
+    y_min = std::min(y_min, y);
+    y_max = y;
+    x_min = std::min(x_min, first);
+    x_max = std::max(x_max, last);
+  }
+  if (y_max < 0) {
+    m.y_begin = m.y_end = m.x_begin = m.x_end = 0;
+    return;
+  }
+  m.y_begin = y_min;
+  m.y_end = y_max + 1;
+  m.x_begin = x_min;
+  m.x_end = x_max + 1;
+}
 
-  struct Range {
-    int dy0 = 0, dy1 = 0, dx0 = 0, dx1 = 0;
-  };
-  std::vector<Range> ranges(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    const SourceMask& m = candidates[static_cast<std::size_t>(i)].mask;
-    Range& r = ranges[static_cast<std::size_t>(i)];
+// The frame pixels one instance's mask can reach, and where its window sits in the scratch.
+struct FrameWindow {
+  int y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+  std::int64_t offset = 0;
+  bool empty() const { return y0 >= y1 || x0 >= x1; }
+  std::int64_t area() const { return empty() ? 0 : static_cast<std::int64_t>(y1 - y0) * (x1 - x0); }
+};
+
+struct Geometry {
+  HorizontalPlan plan;              // frame columns from content columns
+  std::vector<math::MaskTap> ytaps;  // frame rows from content rows
+};
+
+// Each candidate's frame window, from its (tightened) support, laid out back to back.
+std::vector<FrameWindow> plan_windows(const std::vector<Candidate>& candidates, const Geometry& g, int ch, int cw,
+                                      std::int64_t& total) {
+  std::vector<FrameWindow> windows(candidates.size());
+  total = 0;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    const SourceMask& m = candidates[i].mask;
+    FrameWindow& w = windows[i];
     if (m.empty()) continue;
     if (m.y_begin < 0 || m.x_begin < 0 || m.y_end > ch || m.x_end > cw)
       throw std::logic_error("map_to_frame: mask support outside the content region");
-    output_range(ytaps, m.y_begin, m.y_end, r.dy0, r.dy1);
-    output_range(xtaps, m.x_begin, m.x_end, r.dx0, r.dx1);
+    const int H = static_cast<int>(g.ytaps.size()), W = static_cast<int>(g.plan.taps.size());
+    math::cv_linear_output_range(true, ch, H, m.y_begin, m.y_end, w.y0, w.y1);
+    math::cv_linear_output_range(false, cw, W, m.x_begin, m.x_end, w.x0, w.x1);
+    w.offset = total;
+    total += w.area();
+  }
+  return windows;
+}
+
+// The horizontal passes of one instance's source rows, two cached (least recently used evicted;
+// output rows ask for source rows in order). Each slot holds its nonzero output-column extent
+// [lo, hi); its buffer (indexed by frame column) is zero outside [lo, hi), so blends outside read
+// zeros. One per worker: the buffers outlive the items.
+class RowCache {
+ public:
+  struct Slot {
+    int key = -2;  // source row held; -1 = a zero row, -2 = nothing
+    std::int64_t used = 0;
+    int lo = 0, hi = 0;
+    float* buffer = nullptr;
+    std::vector<ConstSpan> spans;  // sorted; the zeros outside [lo, hi) included
+  };
+
+  RowCache(const HorizontalPlan& plan, int frame_width)
+      : plan_(plan), rows_(2 * static_cast<std::size_t>(frame_width), 0.f) {
+    slots_[0].buffer = rows_.data();
+    slots_[1].buffer = rows_.data() + frame_width;
   }
 
+  // A new instance: forget which rows the buffers hold, keep their extents to clear.
+  void start(const SourceMask& mask, const FrameWindow& window) {
+    mask_ = &mask;
+    window_ = window;
+    for (Slot& slot : slots_) slot.key = -2;
+  }
+
+  const Slot& horizontal(int sy) {
+    const SourceMask& m = *mask_;
+    const int key = (sy < m.y_begin || sy >= m.y_end) ? -1 : sy;
+    ++clock_;
+    for (Slot& s : slots_)
+      if (s.key == key) {
+        s.used = clock_;
+        return s;
+      }
+    Slot& s = slots_[0].used <= slots_[1].used ? slots_[0] : slots_[1];
+    int lo = 0, hi = 0;
+    if (key >= 0) nonzero_extent(sy, lo, hi);
+    clear_outside(s, lo, hi);
+    s.spans.clear();
+    if (lo < hi) {
+      s.spans.push_back({-kFar, lo, 0});
+      horizontal_row(plan_, m, runs_, lo, hi, s.buffer, s.spans);
+      s.spans.push_back({hi, kFar, 0});
+    } else {
+      s.spans.push_back({-kFar, kFar, 0});
+    }
+    s.key = key;
+    s.used = clock_;
+    s.lo = lo;
+    s.hi = hi;
+    return s;
+  }
+
+ private:
+  // The output columns whose taps reach a nonzero value of source row sy; elsewhere the pass is 0.
+  void nonzero_extent(int sy, int& lo, int& hi) {
+    find_runs(*mask_, sy, runs_);
+    lo = hi = 0;
+    if (runs_.first_nonzero > runs_.last_nonzero) return;
+    lo = std::max(window_.x0, plan_.first_i1_at_least[static_cast<std::size_t>(runs_.first_nonzero + 1)]);
+    hi = std::min(window_.x1, plan_.first_i0_at_least[static_cast<std::size_t>(runs_.last_nonzero + 2)]);
+    if (lo > hi) lo = hi;
+  }
+
+  // Zeroes what the slot's previous row left outside the new extent [lo, hi).
+  static void clear_outside(const Slot& s, int lo, int hi) {
+    if (s.lo >= s.hi) return;
+    if (lo >= hi) {
+      std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
+      return;
+    }
+    if (s.lo < lo) std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(std::min(lo, s.hi) - s.lo));
+    if (s.hi > hi) {
+      const int from = std::max(hi, s.lo);
+      std::memset(s.buffer + from, 0, sizeof(float) * static_cast<std::size_t>(s.hi - from));
+    }
+  }
+
+  const HorizontalPlan& plan_;
+  std::vector<float> rows_;
+  Slot slots_[2];
+  std::int64_t clock_ = 0;
+  RowRuns runs_;
+  const SourceMask* mask_ = nullptr;
+  FrameWindow window_;
+};
+
+// Frame rows [r0, r1) of one instance's window, written into its crop of the scratch (row-major,
+// window-wide); returns the item's count and tight box.
+ItemStats map_rows(RowCache& cache, const Geometry& g, const SourceMask& m, const FrameWindow& w, int r0, int r1,
+                   std::uint8_t* scratch) {
+  ItemStats st;
+  st.y_min = w.y1;
+  st.x_min = w.x1;
+  cache.start(m, w);
+  const int ww = w.x1 - w.x0;
+  for (int y = r0; y < r1; ++y) {
+    std::uint8_t* orow = scratch + w.offset + static_cast<std::int64_t>(y - w.y0) * ww;
+    const math::MaskTap& ty = g.ytaps[static_cast<std::size_t>(y)];
+    const RowCache::Slot& sa = cache.horizontal(ty.i0);
+    const RowCache::Slot& sb = cache.horizontal(ty.i1);
+    int u0 = 0, u1 = 0;
+    if (sa.lo < sa.hi && sb.lo < sb.hi) {
+      u0 = std::min(sa.lo, sb.lo);
+      u1 = std::max(sa.hi, sb.hi);
+    } else if (sa.lo < sa.hi) {
+      u0 = sa.lo;
+      u1 = sa.hi;
+    } else if (sb.lo < sb.hi) {
+      u0 = sb.lo;
+      u1 = sb.hi;
+    }
+    if (u0 >= u1) {
+      std::memset(orow, 0, static_cast<std::size_t>(ww));
+      continue;
+    }
+    std::memset(orow, 0, static_cast<std::size_t>(u0 - w.x0));
+    std::memset(orow + (u1 - w.x0), 0, static_cast<std::size_t>(w.x1 - u1));
+    const int row_count = blend_row_spans(sa.buffer, sb.buffer, ty.w0, ty.w1, u0, u1, sa.spans, sb.spans, orow, w.x0);
+    if (row_count) {
+      int first = u0, last = u1 - 1;
+      while (!orow[first - w.x0]) ++first;
+      while (!orow[last - w.x0]) --last;
+      st.count += row_count;
+      st.y_min = std::min(st.y_min, y);
+      st.y_max = std::max(st.y_max, y);
+      st.x_min = std::min(st.x_min, first);
+      st.x_max = std::max(st.x_max, last);
+    }
+  }
+  return st;
+}
+
+// One unit of parallel work: a block of rows of one instance's window.
+struct WorkItem {
+  std::int64_t instance;
+  int r0, r1;
+};
+
+std::vector<WorkItem> split_rows(const std::vector<FrameWindow>& windows) {
+  std::vector<WorkItem> items;
+  for (std::size_t i = 0; i < windows.size(); ++i) {
+    const FrameWindow& w = windows[i];
+    if (w.empty()) continue;
+    for (int r0 = w.y0; r0 < w.y1; r0 += kRowsPerItem)
+      items.push_back({static_cast<std::int64_t>(i), r0, std::min(w.y1, r0 + kRowsPerItem)});
+  }
+  return items;
+}
+
+// Reduces the items' stats per instance, drops the instances that came out empty, and moves each
+// kept one's tight box to the front of the scratch, crop after crop (every destination lies at or
+// before its source: forward row moves are safe).
+FrameInstances collect_instances(const std::vector<Candidate>& candidates, const std::vector<FrameWindow>& windows,
+                                 const std::vector<WorkItem>& items, const std::vector<ItemStats>& stats,
+                                 MaskBuffer&& scratch, int H, int W) {
+  const std::size_t n = candidates.size();
+  std::vector<ItemStats> totals(n);
+  for (ItemStats& t : totals) {
+    t.y_min = H;
+    t.x_min = W;
+  }
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    const ItemStats& s = stats[k];
+    if (!s.count) continue;
+    ItemStats& t = totals[static_cast<std::size_t>(items[k].instance)];
+    t.count += s.count;
+    t.y_min = std::min(t.y_min, s.y_min);
+    t.y_max = std::max(t.y_max, s.y_max);
+    t.x_min = std::min(t.x_min, s.x_min);
+    t.x_max = std::max(t.x_max, s.x_max);
+  }
   FrameInstances result;
   result.height = H;
   result.width = W;
-  if (n > 0) result.masks = MaskBuffer::allocate(static_cast<std::size_t>(n * plane));
-
-  const std::int64_t blocks = (H + kRowsPerItem - 1) / kRowsPerItem;
-  const std::int64_t items = n * blocks;
-  std::vector<ItemStats> stats(static_cast<std::size_t>(items));
-  std::atomic<std::int64_t> next{0};
-  const int workers = static_cast<int>(std::min<std::int64_t>(threads > 0 ? threads : default_thread_count(), items));
-
-  parallel_for(workers, workers, 1, [&](std::int64_t wb, std::int64_t we) {
-    RowRuns runs;
-    std::vector<float> rows(2 * static_cast<std::size_t>(W), 0.f);
-    // Two cached horizontal rows (least recently used evicted; output rows ask for source rows in
-    // order). Each holds its nonzero output-column extent [lo, hi); its buffer (indexed by output
-    // column) is zero outside [lo, hi), so blends outside read zeros.
-    struct Slot {
-      int key = -2;  // source row held; -1 = a zero row, -2 = nothing
-      std::int64_t used = 0;
-      int lo = 0, hi = 0;
-      float* buffer = nullptr;
-      std::vector<ConstSpan> spans;  // sorted; the zeros outside [lo, hi) included
-    };
-    Slot slots[2];
-    slots[0].buffer = rows.data();
-    slots[1].buffer = rows.data() + W;
-    std::int64_t clock = 0;
-    for (std::int64_t w = wb; w < we; ++w) {
-      for (;;) {
-        const std::int64_t item = next.fetch_add(1);
-        if (item >= items) break;
-        const std::int64_t i = item / blocks;
-        const int r0 = static_cast<int>((item % blocks) * kRowsPerItem);
-        const int r1 = std::min(H, r0 + kRowsPerItem);
-        const SourceMask& m = candidates[static_cast<std::size_t>(i)].mask;
-        const Range rg = ranges[static_cast<std::size_t>(i)];
-        std::uint8_t* out = result.masks.data() + i * plane;
-        ItemStats& st = stats[static_cast<std::size_t>(item)];
-        st.y_min = H;
-        st.x_min = W;
-        // The buffers outlive the item: forget what rows they hold, keep their extents to clear.
-        for (Slot& slot : slots) slot.key = -2;
-        auto horizontal = [&](int sy) -> const Slot& {
-          const int key = (sy < m.y_begin || sy >= m.y_end) ? -1 : sy;
-          ++clock;
-          for (Slot& s : slots)
-            if (s.key == key) {
-              s.used = clock;
-              return s;
-            }
-          Slot& s = slots[0].used <= slots[1].used ? slots[0] : slots[1];
-          int lo = 0, hi = 0;
-          if (key >= 0) {
-            find_runs(m, sy, runs);
-            if (runs.first_nonzero <= runs.last_nonzero) {
-              // output columns whose taps reach a nonzero value; elsewhere the pass is exactly 0
-              lo = std::max(rg.dx0, plan.first_i1_at_least[static_cast<std::size_t>(runs.first_nonzero + 1)]);
-              hi = std::min(rg.dx1, plan.first_i0_at_least[static_cast<std::size_t>(runs.last_nonzero + 2)]);
-              if (lo > hi) lo = hi;
-            }
-          }
-          // clear what the previous row left outside the new extent, then fill the extent
-          if (s.lo < s.hi) {
-            if (lo < hi) {
-              if (s.lo < lo) std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(std::min(lo, s.hi) - s.lo));
-              if (s.hi > hi) {
-                const int from = std::max(hi, s.lo);
-                std::memset(s.buffer + from, 0, sizeof(float) * static_cast<std::size_t>(s.hi - from));
-              }
-            } else {
-              std::memset(s.buffer + s.lo, 0, sizeof(float) * static_cast<std::size_t>(s.hi - s.lo));
-            }
-          }
-          s.spans.clear();
-          if (lo < hi) {
-            s.spans.push_back({-kFar, lo, 0});
-            horizontal_row(plan, m, runs, lo, hi, s.buffer, s.spans);
-            s.spans.push_back({hi, kFar, 0});
-          } else {
-            s.spans.push_back({-kFar, kFar, 0});
-          }
-          s.key = key;
-          s.used = clock;
-          s.lo = lo;
-          s.hi = hi;
-          return s;
-        };
-        for (int y = r0; y < r1; ++y) {
-          std::uint8_t* orow = out + static_cast<std::int64_t>(y) * W;
-          int u0 = 0, u1 = 0;
-          const Slot* sa = nullptr;
-          const Slot* sb = nullptr;
-          float b0 = 0.f, b1 = 0.f;
-          if (y >= rg.dy0 && y < rg.dy1 && rg.dx0 < rg.dx1) {
-            const math::MaskTap& ty = ytaps[static_cast<std::size_t>(y)];
-            sa = &horizontal(ty.i0);
-            sb = &horizontal(ty.i1);
-            b0 = ty.w0;
-            b1 = ty.w1;
-            if (sa->lo < sa->hi && sb->lo < sb->hi) {
-              u0 = std::min(sa->lo, sb->lo);
-              u1 = std::max(sa->hi, sb->hi);
-            } else if (sa->lo < sa->hi) {
-              u0 = sa->lo;
-              u1 = sa->hi;
-            } else if (sb->lo < sb->hi) {
-              u0 = sb->lo;
-              u1 = sb->hi;
-            }
-          }
-          if (u0 >= u1) {
-            std::memset(orow, 0, static_cast<std::size_t>(W));
-            continue;
-          }
-          std::memset(orow, 0, static_cast<std::size_t>(u0));
-          std::memset(orow + u1, 0, static_cast<std::size_t>(W - u1));
-          const int row_count = blend_row_spans(sa->buffer, sb->buffer, b0, b1, u0, u1, sa->spans, sb->spans, orow);
-          if (row_count) {
-            int first = u0, last = u1 - 1;
-            while (!orow[first]) ++first;
-            while (!orow[last]) --last;
-            st.count += row_count;
-            st.y_min = std::min(st.y_min, y);
-            st.y_max = std::max(st.y_max, y);
-            st.x_min = std::min(st.x_min, first);
-            st.x_max = std::max(st.x_max, last);
-          }
-        }
-      }
-    }
-  });
-
-  // Reduce per instance, then close the gaps left by masks that came out empty.
-  std::int64_t kept = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    ItemStats total;
-    total.y_min = H;
-    total.x_min = W;
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const ItemStats& s = stats[static_cast<std::size_t>(i * blocks + b)];
-      if (!s.count) continue;
-      total.count += s.count;
-      total.y_min = std::min(total.y_min, s.y_min);
-      total.y_max = std::max(total.y_max, s.y_max);
-      total.x_min = std::min(total.x_min, s.x_min);
-      total.x_max = std::max(total.x_max, s.x_max);
-    }
-    if (!total.count) continue;
-    if (kept != i)
-      std::memmove(result.masks.data() + kept * plane, result.masks.data() + i * plane, static_cast<std::size_t>(plane));
-    const Candidate& c = candidates[static_cast<std::size_t>(i)];
+  std::int64_t used = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const ItemStats& t = totals[i];
+    if (!t.count) continue;
+    const FrameWindow& w = windows[i];
+    const int cw = t.x_max + 1 - t.x_min, wide = w.x1 - w.x0;
+    for (int y = t.y_min; y <= t.y_max; ++y)
+      std::memmove(scratch.data() + used + static_cast<std::int64_t>(y - t.y_min) * cw,
+                   scratch.data() + w.offset + static_cast<std::int64_t>(y - w.y0) * wide + (t.x_min - w.x0),
+                   static_cast<std::size_t>(cw));
+    used += static_cast<std::int64_t>(t.y_max + 1 - t.y_min) * cw;
+    const Candidate& c = candidates[i];
     result.scores.push_back(c.score);
     result.labels.push_back(c.label);
     result.query_indices.push_back(c.query);
-    result.areas.push_back(total.count);
-    result.boxes.push_back(static_cast<float>(total.x_min));
-    result.boxes.push_back(static_cast<float>(total.y_min));
-    result.boxes.push_back(static_cast<float>(total.x_max + 1));
-    result.boxes.push_back(static_cast<float>(total.y_max + 1));
-    ++kept;
+    result.areas.push_back(t.count);
+    result.boxes.push_back(static_cast<float>(t.x_min));
+    result.boxes.push_back(static_cast<float>(t.y_min));
+    result.boxes.push_back(static_cast<float>(t.x_max + 1));
+    result.boxes.push_back(static_cast<float>(t.y_max + 1));
+    result.crop_offsets.push_back(used);
   }
-  result.count = kept;
+  result.count = static_cast<std::int64_t>(result.scores.size());
+  result.crops = std::move(scratch);
   return result;
+}
+
+}  // namespace
+
+FrameInstances map_to_frame(std::vector<Candidate> candidates, const ResizeTransform& transform, int threads) {
+  check_transform(transform);
+  const int H = transform.frame_height, W = transform.frame_width;
+  const int ch = transform.content_height, cw = transform.content_width;
+  const int workers_wanted = threads > 0 ? threads : default_thread_count();
+
+  // Where each mask has anything: at network size, read once; the frame window follows from it.
+  parallel_for(static_cast<std::int64_t>(candidates.size()), workers_wanted, 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) tighten_support(candidates[static_cast<std::size_t>(i)].mask);
+  });
+  Geometry g{make_plan(cw, W), std::vector<math::MaskTap>(static_cast<std::size_t>(H))};
+  for (int y = 0; y < H; ++y) g.ytaps[static_cast<std::size_t>(y)] = math::cv_linear_tap_y(y, ch, H);
+  std::int64_t total = 0;
+  const std::vector<FrameWindow> windows = plan_windows(candidates, g, ch, cw, total);
+
+  MaskBuffer scratch = MaskBuffer::allocate(static_cast<std::size_t>(std::max<std::int64_t>(total, 1)));
+  const std::vector<WorkItem> items = split_rows(windows);
+  std::vector<ItemStats> stats(items.size());
+  std::atomic<std::size_t> next{0};
+  const int workers = static_cast<int>(std::min<std::int64_t>(workers_wanted, static_cast<std::int64_t>(items.size())));
+  parallel_for(workers, workers, 1, [&](std::int64_t, std::int64_t) {
+    RowCache cache(g.plan, W);
+    for (std::size_t k = next.fetch_add(1); k < items.size(); k = next.fetch_add(1)) {
+      const WorkItem& item = items[k];
+      const auto i = static_cast<std::size_t>(item.instance);
+      stats[k] = map_rows(cache, g, candidates[i].mask, windows[i], item.r0, item.r1, scratch.data());
+    }
+  });
+  return collect_instances(candidates, windows, items, stats, std::move(scratch), H, W);
 }
 
 }  // namespace m2f::detail

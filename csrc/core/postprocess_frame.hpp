@@ -32,9 +32,10 @@ struct Candidate {
 // Keeps score >= threshold (NaN never passes), stable-sorts descending, caps at max_instances.
 void select_candidates(std::vector<Candidate>& candidates, const SelectionOptions& options);
 
-// Brings each candidate's mask to the frame (cv2 INTER_LINEAR, > 0.5), drops the ones that come
-// out empty, and fills masks, boxes and areas. candidates are in output order.
-FrameInstances map_to_frame(const std::vector<Candidate>& candidates, const ResizeTransform& transform, int threads);
+// Brings each candidate's mask to the frame (cv2 INTER_LINEAR, > 0.5) inside its window only,
+// drops the ones that come out empty, and fills the crops, boxes and areas. candidates are in
+// output order; their supports are first shrunk to where their masks are nonzero.
+FrameInstances map_to_frame(std::vector<Candidate> candidates, const ResizeTransform& transform, int threads);
 
 // Scales a strided element to float (uint8 / bool as 0..255 / 0..1, float16 widened).
 float element_as_float(const char* address, DType dtype);

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "core/postprocess_frame.hpp"
@@ -35,20 +37,27 @@ struct QueryMask {
   int y0 = 0, y1 = -1, x0 = 0, x1 = -1;  // tight box of positives, network coordinates
 };
 
+// Low-res row y of query q as float: the view's own memory where it is dense float32, else
+// converted into `scratch`.
+const float* low_res_row(const TensorView& mask_logits, std::int64_t q, int y, std::vector<float>& scratch) {
+  const int w = static_cast<int>(mask_logits.shape[2]);
+  const char* src = static_cast<const char*>(mask_logits.data) + q * mask_logits.strides[0] + y * mask_logits.strides[1];
+  if (mask_logits.dtype == DType::float32 && mask_logits.strides[2] == static_cast<std::int64_t>(sizeof(float)) &&
+      reinterpret_cast<std::uintptr_t>(src) % alignof(float) == 0)
+    return reinterpret_cast<const float*>(src);
+  scratch.resize(static_cast<std::size_t>(w));
+  for (int x = 0; x < w; ++x) scratch[static_cast<std::size_t>(x)] = detail::element_as_float(src + x * mask_logits.strides[2], mask_logits.dtype);
+  return scratch.data();
+}
+
 void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::vector<math::MaskTap>& xtaps,
                     const std::vector<math::MaskTap>& ytaps, QueryMask& out) {
   const int h = static_cast<int>(mask_logits.shape[1]), w = static_cast<int>(mask_logits.shape[2]);
-  // low-res rows as float, and the box of positive logits
-  std::vector<float> low(static_cast<std::size_t>(h) * w);
+  // the box of positive logits, read in place (other dtypes one converted row at a time)
+  std::vector<float> row_scratch;
   int ly0 = h, ly1 = -1, lx0 = w, lx1 = -1;
   for (int y = 0; y < h; ++y) {
-    float* row = low.data() + static_cast<std::size_t>(y) * w;
-    const char* src = static_cast<const char*>(mask_logits.data) + q * mask_logits.strides[0] + y * mask_logits.strides[1];
-    if (mask_logits.dtype == DType::float32 && mask_logits.strides[2] == static_cast<std::int64_t>(sizeof(float))) {
-      std::memcpy(row, src, sizeof(float) * static_cast<std::size_t>(w));
-    } else {
-      for (int x = 0; x < w; ++x) row[x] = detail::element_as_float(src + x * mask_logits.strides[2], mask_logits.dtype);
-    }
+    const float* row = low_res_row(mask_logits, q, y, row_scratch);
     for (int x = 0; x < w; ++x)
       if (row[x] > 0.f) {
         ly0 = std::min(ly0, y);
@@ -74,7 +83,7 @@ void upsample_query(const TensorView& mask_logits, std::int64_t q, const std::ve
   const int row_lo = ytaps[static_cast<std::size_t>(ny0)].i0, row_hi = ytaps[static_cast<std::size_t>(ny1 - 1)].i1;
   std::vector<float> hrows(static_cast<std::size_t>(row_hi - row_lo + 1) * span);
   for (int y = row_lo; y <= row_hi; ++y) {
-    const float* src = low.data() + static_cast<std::size_t>(y) * w;
+    const float* src = low_res_row(mask_logits, q, y, row_scratch);
     float* dst = hrows.data() + static_cast<std::size_t>(y - row_lo) * span;
     for (int dx = nx0; dx < nx1; ++dx) {
       const math::MaskTap& t = xtaps[static_cast<std::size_t>(dx)];
@@ -224,7 +233,7 @@ FrameInstances postprocess_raw(const TensorView& class_logits, const TensorView&
     candidates.push_back(c);
   }
   detail::select_candidates(candidates, options);
-  return detail::map_to_frame(candidates, transform, options.threads);
+  return detail::map_to_frame(std::move(candidates), transform, options.threads);
 }
 
 }  // namespace m2f

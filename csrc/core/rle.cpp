@@ -40,6 +40,19 @@ std::string counts_to_string(const std::vector<std::int64_t>& counts) {
   return s;
 }
 
+// Run lengths from the flat column-major positions where the value changes (starting from 0).
+std::string positions_to_string(const std::vector<std::int64_t>& positions, std::int64_t total) {
+  std::vector<std::int64_t> counts;
+  counts.reserve(positions.size() + 1);
+  std::int64_t last = 0;
+  for (std::int64_t p : positions) {
+    counts.push_back(p - last);
+    last = p;
+  }
+  counts.push_back(total - last);
+  return counts_to_string(counts);
+}
+
 std::string encode_one(const char* base, std::int64_t row_stride, std::int64_t col_stride, int H, int W,
                        std::vector<Change>& changes, std::vector<int>& per_column) {
   changes.clear();
@@ -77,18 +90,49 @@ std::string encode_one(const char* base, std::int64_t row_stride, std::int64_t c
   for (const Change& c : changes)
     positions[static_cast<std::size_t>(per_column[static_cast<std::size_t>(c.x)]++)] =
         static_cast<std::int64_t>(c.x) * H + c.y;
-  std::vector<std::int64_t> counts;
-  counts.reserve(positions.size() + 1);
-  std::int64_t last = 0;
-  for (std::int64_t p : positions) {
-    counts.push_back(p - last);
-    last = p;
+  return positions_to_string(positions, static_cast<std::int64_t>(H) * W);
+}
+
+// One cropped mask: outside its window the frame is 0, so each window column contributes at most
+// a change where the zeros above the crop end, the changes inside the crop, and one where the
+// zeros below it begin; columns outside the window contribute none.
+std::string encode_crop(const std::uint8_t* crop, const CropWindow& w, int H, int W, std::vector<std::int64_t>& positions) {
+  positions.clear();
+  std::uint8_t previous = 0;
+  for (int x = w.x0; x < w.x1; ++x) {
+    const std::int64_t column = static_cast<std::int64_t>(x) * H;
+    if (w.y0 > 0 && previous) {
+      positions.push_back(column);
+      previous = 0;
+    }
+    for (int y = w.y0; y < w.y1; ++y) {
+      const std::uint8_t v = crop[static_cast<std::int64_t>(y - w.y0) * w.width() + (x - w.x0)] ? 1 : 0;
+      if (v != previous) {
+        positions.push_back(column + y);
+        previous = v;
+      }
+    }
+    if (w.y1 < H && previous) {
+      positions.push_back(column + w.y1);
+      previous = 0;
+    }
   }
-  counts.push_back(static_cast<std::int64_t>(H) * W - last);
-  return counts_to_string(counts);
+  if (previous && w.x1 < W) positions.push_back(static_cast<std::int64_t>(w.x1) * H);
+  return positions_to_string(positions, static_cast<std::int64_t>(H) * W);
 }
 
 }  // namespace
+
+std::vector<std::string> rle_encode(const CropSet& crops, int threads) {
+  std::vector<std::string> out(static_cast<std::size_t>(crops.count));
+  parallel_for(crops.count, threads, 4, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<std::int64_t> positions;
+    for (std::int64_t i = begin; i < end; ++i)
+      out[static_cast<std::size_t>(i)] =
+          encode_crop(crops.crops + crops.offsets[i], crops.windows[i], crops.height, crops.width, positions);
+  });
+  return out;
+}
 
 std::vector<std::string> rle_encode(const TensorView& masks, int threads) {
   if (masks.ndim != 3) throw std::invalid_argument("rle_encode: masks (N,H,W) expected");

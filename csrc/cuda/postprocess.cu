@@ -1,10 +1,12 @@
 // GPU twin of csrc/core post-processing: the same per-element math (m2f/math/mask.hpp). Only the
-// kept instances' masks are ever resized; the full-size float masks and the raw head's upsampled
-// logits never leave the device, and the raw head never stores a mask for a dropped query.
+// kept instances' masks are ever resized, and only inside their frame windows (crops, as on the
+// CPU); the full-size float masks and the raw head's upsampled logits never leave the device, and
+// the raw head never stores a mask for a dropped query.
 #include <algorithm>
 #include <cfloat>
 #include <climits>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -80,6 +82,31 @@ struct RawMask {
 struct InstanceStats {
   unsigned long long area;
   int x_min, y_min, x_max, y_max;
+};
+
+// The box of a kept mask's nonzero values in the content region, network pixels (inclusive).
+struct Support {
+  int y_min, x_min, y_max, x_max;
+};
+
+// A kept instance's frame window [y0, y1) x [x0, x1), at crops + offset (row-major, window-wide).
+struct FrameWindow {
+  int y0, y1, x0, x1;
+  long long offset;
+};
+
+// Where the crop kernel writes; read from device memory so that a captured graph follows growth.
+struct CropTarget {
+  unsigned char* data;
+  long long capacity;
+  long long needed;  // the windows' total, written by window_kernel
+};
+
+// What copy_crops moves: instance `slot`'s tight box, to compact + offset.
+struct CompactJob {
+  int slot, x0, y0, x1, y1;
+  int pad;
+  long long offset;
 };
 
 struct Picked {
@@ -205,54 +232,29 @@ __global__ void instance_score_kernel(const float* candidate_probs, const double
   scores[i] = math::instance_score(candidate_probs[i], sigmoid_sums[i], static_cast<long long>(mask_pixels[i]));
 }
 
-__global__ void init_stats_kernel(InstanceStats* stats, int limit) {
+__global__ void init_stats_kernel(InstanceStats* stats, Support* supports, int limit) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= limit) return;
   stats[i] = InstanceStats{0ull, INT_MAX, INT_MAX, -1, -1};
+  supports[i] = Support{INT_MAX, INT_MAX, -1, -1};
 }
 
-// One kept instance per blockIdx.z: crop the content region of its network-size mask, cv2-resize
-// it to the frame, > 0.5; area and box by block reduction then one atomic per block. Rows are
-// grid-strided (gridDim.y is capped at 65535), each thread accumulating its own rows first.
-template <typename Source>
-__global__ void frame_mask_kernel(Source source, const int* order, const int* query_of, int query_divisor,
-                                  const int* count, int limit, ResizeTransform t, unsigned char* masks,
-                                  InstanceStats* stats) {
-  const int n = blockIdx.z;
-  if (n >= limit || n >= *count) return;  // uniform over the block: no thread reaches the barriers
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  int area = 0, x_min = INT_MAX, y_min = INT_MAX, x_max = -1, y_max = -1;
-  if (x < t.frame_width) {
-    const int candidate = order[n];
-    const long long query = query_of ? query_of[candidate] / query_divisor : candidate;
-    const math::MaskTap tx = math::cv_linear_tap_x(x, t.content_width, t.frame_width);
-    for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < t.frame_height; y += gridDim.y * blockDim.y) {
-      const math::MaskTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
-      const float row0 = math::lerp_taps(source.at(query, ty.i0, tx.i0), source.at(query, ty.i0, tx.i1), tx);
-      const float row1 = math::lerp_taps(source.at(query, ty.i1, tx.i0), source.at(query, ty.i1, tx.i1), tx);
-      const bool on = math::blend_above_half(row0, row1, ty.w0, ty.w1);
-      masks[(static_cast<long long>(n) * t.frame_height + y) * t.frame_width + x] = on ? 1 : 0;
-      if (on) {
-        ++area;
-        x_min = x;  // one column per thread
-        x_max = x;
-        y_min = min(y_min, y);
-        y_max = y;  // rows ascend
-      }
-    }
-  }
-  __shared__ int block_area[kThreads], block_x_min[kThreads], block_y_min[kThreads], block_x_max[kThreads],
+// Block-wide min / max of a box (and sum of a count), then one atomic per field per block.
+// Every thread of the block calls it (it holds barriers); kThreads threads, a power of two.
+__device__ void reduce_box_to(int count, int x_min, int y_min, int x_max, int y_max, unsigned long long* total,
+                              int* out_x_min, int* out_y_min, int* out_x_max, int* out_y_max) {
+  __shared__ int block_count[kThreads], block_x_min[kThreads], block_y_min[kThreads], block_x_max[kThreads],
       block_y_max[kThreads];
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;  // blockDim.x * blockDim.y == kThreads
-  block_area[tid] = area;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  block_count[tid] = count;
   block_x_min[tid] = x_min;
   block_y_min[tid] = y_min;
   block_x_max[tid] = x_max;
   block_y_max[tid] = y_max;
   __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {  // kThreads is a power of two
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
     if (tid < s) {
-      block_area[tid] += block_area[tid + s];
+      block_count[tid] += block_count[tid + s];
       block_x_min[tid] = min(block_x_min[tid], block_x_min[tid + s]);
       block_y_min[tid] = min(block_y_min[tid], block_y_min[tid + s]);
       block_x_max[tid] = max(block_x_max[tid], block_x_max[tid + s]);
@@ -260,12 +262,116 @@ __global__ void frame_mask_kernel(Source source, const int* order, const int* qu
     }
     __syncthreads();
   }
-  if (tid == 0 && block_area[0] > 0) {
-    atomicAdd(&stats[n].area, static_cast<unsigned long long>(block_area[0]));
-    atomicMin(&stats[n].x_min, block_x_min[0]);
-    atomicMin(&stats[n].y_min, block_y_min[0]);
-    atomicMax(&stats[n].x_max, block_x_max[0]);
-    atomicMax(&stats[n].y_max, block_y_max[0]);
+  if (tid == 0 && block_count[0] > 0) {
+    if (total) atomicAdd(total, static_cast<unsigned long long>(block_count[0]));
+    atomicMin(out_x_min, block_x_min[0]);
+    atomicMin(out_y_min, block_y_min[0]);
+    atomicMax(out_x_max, block_x_max[0]);
+    atomicMax(out_y_max, block_y_max[0]);
+  }
+}
+
+// One kept instance per blockIdx.y: the box of its nonzero network-size values inside the content
+// region (NaN counts as nonzero, as on the CPU). Grid-strided over the content pixels.
+template <typename Source>
+__global__ void support_kernel(Source source, const int* order, const int* query_of, int query_divisor,
+                               const int* count, int limit, int content_height, int content_width, Support* supports) {
+  const int n = blockIdx.y;
+  if (n >= limit || n >= *count) return;  // uniform over the block
+  const int candidate = order[n];
+  const long long query = query_of ? query_of[candidate] / query_divisor : candidate;
+  const long long pixels = static_cast<long long>(content_height) * content_width;
+  int found = 0, x_min = INT_MAX, y_min = INT_MAX, x_max = -1, y_max = -1;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  for (long long p = blockIdx.x * static_cast<long long>(kThreads) + tid; p < pixels;
+       p += static_cast<long long>(gridDim.x) * kThreads) {
+    const int y = static_cast<int>(p / content_width), x = static_cast<int>(p % content_width);
+    if (source.at(query, y, x) != 0.f) {
+      found = 1;
+      x_min = min(x_min, x);
+      y_min = min(y_min, y);
+      x_max = max(x_max, x);
+      y_max = max(y_max, y);
+    }
+  }
+  Support& s = supports[n];
+  reduce_box_to(found, x_min, y_min, x_max, y_max, nullptr, &s.x_min, &s.y_min, &s.x_max, &s.y_max);
+}
+
+// One thread: each kept instance's frame window from its support (the CPU's plan_windows), laid out
+// back to back; the total goes to the crop target.
+__global__ void window_kernel(const Support* supports, const int* count, int limit, ResizeTransform t,
+                              FrameWindow* windows, CropTarget* target) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  const int kept = min(*count, limit);
+  long long offset = 0;
+  for (int n = 0; n < kept; ++n) {
+    const Support s = supports[n];
+    FrameWindow w{0, 0, 0, 0, offset};
+    if (s.y_max >= 0) {
+      math::cv_linear_output_range(true, t.content_height, t.frame_height, s.y_min, s.y_max + 1, w.y0, w.y1);
+      math::cv_linear_output_range(false, t.content_width, t.frame_width, s.x_min, s.x_max + 1, w.x0, w.x1);
+      if (w.y0 < w.y1 && w.x0 < w.x1) offset += static_cast<long long>(w.y1 - w.y0) * (w.x1 - w.x0);
+      else w.y0 = w.y1 = w.x0 = w.x1 = 0;
+    }
+    windows[n] = w;
+  }
+  target->needed = offset;
+}
+
+// One kept instance per blockIdx.z: cv2-resize of its network-size mask (content region) to the
+// frame, > 0.5, for the pixels of its window only, into its crop; area and tight box by block
+// reduction. Window rows and columns are grid-strided. Nothing is written when the windows
+// outgrew the crop scratch (read_results grows it and runs this again).
+template <typename Source>
+__global__ void frame_mask_kernel(Source source, const int* order, const int* query_of, int query_divisor,
+                                  const int* count, int limit, ResizeTransform t, const FrameWindow* windows,
+                                  const CropTarget* target, InstanceStats* stats) {
+  const int n = blockIdx.z;
+  if (n >= limit || n >= *count) return;  // uniform over the block: no thread reaches the barriers
+  const CropTarget crops = *target;
+  if (crops.needed > crops.capacity) return;
+  const FrameWindow w = windows[n];
+  const int width = w.x1 - w.x0, height = w.y1 - w.y0;
+  const int candidate = order[n];
+  const long long query = query_of ? query_of[candidate] / query_divisor : candidate;
+  int area = 0, x_min = INT_MAX, y_min = INT_MAX, x_max = -1, y_max = -1;
+  for (int dx = blockIdx.x * blockDim.x + threadIdx.x; dx < width; dx += gridDim.x * blockDim.x) {
+    const int x = w.x0 + dx;
+    const math::MaskTap tx = math::cv_linear_tap_x(x, t.content_width, t.frame_width);
+    for (int dy = blockIdx.y * blockDim.y + threadIdx.y; dy < height; dy += gridDim.y * blockDim.y) {
+      const int y = w.y0 + dy;
+      const math::MaskTap ty = math::cv_linear_tap_y(y, t.content_height, t.frame_height);
+      const float row0 = math::lerp_taps(source.at(query, ty.i0, tx.i0), source.at(query, ty.i0, tx.i1), tx);
+      const float row1 = math::lerp_taps(source.at(query, ty.i1, tx.i0), source.at(query, ty.i1, tx.i1), tx);
+      const bool on = math::blend_above_half(row0, row1, ty.w0, ty.w1);
+      crops.data[w.offset + static_cast<long long>(dy) * width + dx] = on ? 1 : 0;
+      if (on) {
+        ++area;
+        x_min = min(x_min, x);
+        x_max = max(x_max, x);
+        y_min = min(y_min, y);
+        y_max = max(y_max, y);
+      }
+    }
+  }
+  InstanceStats& s = stats[n];
+  reduce_box_to(area, x_min, y_min, x_max, y_max, &s.area, &s.x_min, &s.y_min, &s.x_max, &s.y_max);
+}
+
+// One kept instance per blockIdx.y: its tight box cut out of its window into compact.
+__global__ void compact_kernel(const unsigned char* crops, const FrameWindow* windows, const CompactJob* jobs,
+                               int job_count, unsigned char* compact) {
+  const int j = blockIdx.y;
+  if (j >= job_count) return;
+  const CompactJob job = jobs[j];
+  const FrameWindow w = windows[job.slot];
+  const int width = job.x1 - job.x0;
+  const long long pixels = static_cast<long long>(job.y1 - job.y0) * width;
+  for (long long p = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; p < pixels;
+       p += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int y = job.y0 + static_cast<int>(p / width), x = job.x0 + static_cast<int>(p % width);
+    compact[job.offset + p] = crops[w.offset + static_cast<long long>(y - w.y0) * (w.x1 - w.x0) + (x - w.x0)];
   }
 }
 
@@ -370,38 +476,74 @@ unsigned grid_stride_blocks(long long n) {
   return static_cast<unsigned>(std::max<long long>(1, std::min<long long>((n + kThreads - 1) / kThreads, 1 << 16)));
 }
 
-// Sizes the scratch for `limit` instances of a frame and clears the counters and stats.
+// Points the kernels at the crop scratch (ordered on the stream; the pinned source is rewritten only
+// after the stream was waited for).
+void publish_crop_target(PostprocessWorkspace& w, cudaStream_t stream) {
+  auto* staged = static_cast<CropTarget*>(w.host_staging.data());
+  *staged = CropTarget{w.crops.as<unsigned char>(), static_cast<long long>(w.crops.size()), 0};
+  M2F_CUDA_CHECK(cudaMemcpyAsync(w.crop_target.data(), staged, sizeof(CropTarget), cudaMemcpyHostToDevice, stream));
+}
+
+// Sizes the scratch for `limit` instances of a frame and clears the counters and stats. The crop
+// scratch starts at one frame's worth of pixels and grows in read_results when a frame needs more;
+// nothing is allocated or published once the sizes are settled (a graph capture allocates nothing).
 void prepare(PostprocessWorkspace& w, const ResizeTransform& t, int limit, int candidates, cudaStream_t stream) {
   w.frame_height = t.frame_height;
   w.frame_width = t.frame_width;
   w.limit = limit;
   w.kept_counter = 0;
+  w.relaunch_crops = nullptr;
   const std::size_t slots = static_cast<std::size_t>(limit > 0 ? limit : 1);
   const std::size_t cand = static_cast<std::size_t>(candidates > 0 ? candidates : 1);
   w.order.ensure(cand * sizeof(int));
   w.counters.ensure(4 * sizeof(int));
-  w.masks.ensure(slots * static_cast<std::size_t>(t.frame_height) * static_cast<std::size_t>(t.frame_width));
+  w.supports.ensure(slots * sizeof(Support));
+  w.windows.ensure(slots * sizeof(FrameWindow));
   w.stats.ensure(slots * sizeof(InstanceStats));
   w.picked.ensure(slots * sizeof(Picked));
-  w.host_stats.ensure(4 * sizeof(int) + slots * (sizeof(InstanceStats) + sizeof(Picked)));
+  w.host_stats.ensure(4 * sizeof(int) + slots * (sizeof(InstanceStats) + sizeof(Picked) + sizeof(FrameWindow)));
+  w.host_staging.ensure(std::max(sizeof(CropTarget), slots * sizeof(CompactJob)));
+  const bool fresh_target = w.crop_target.size() == 0;
+  w.crop_target.ensure(sizeof(CropTarget));
+  const std::size_t frame_pixels = static_cast<std::size_t>(t.frame_height) * static_cast<std::size_t>(t.frame_width);
+  const void* before = w.crops.data();
+  w.crops.ensure(std::max<std::size_t>(frame_pixels, 1 << 16));
+  if (fresh_target || w.crops.data() != before) publish_crop_target(w, stream);
   M2F_CUDA_CHECK(cudaMemsetAsync(w.counters.data(), 0, 4 * sizeof(int), stream));
-  M2F_LAUNCH(init_stats_kernel, blocks_for(static_cast<long long>(slots)), kThreads, stream)(w.stats.as<InstanceStats>(),
-                                                                                        static_cast<int>(slots));
+  M2F_LAUNCH(init_stats_kernel, blocks_for(static_cast<long long>(slots)), kThreads, stream)(
+      w.stats.as<InstanceStats>(), w.supports.as<Support>(), static_cast<int>(slots));
   M2F_CUDA_CHECK(cudaGetLastError());
 }
 
+// Supports, windows, then the frame masks inside the windows. The crop kernel's launch is kept
+// (it holds only device pointers and values) so read_results can run it again after growing crops.
 template <typename Source>
 void launch_frame_masks(const Source& source, const int* order, const int* query_of, int query_divisor,
                         const int* count, const ResizeTransform& t, PostprocessWorkspace& w, cudaStream_t stream) {
   if (w.limit <= 0) return;
-  const dim3 block(32, kThreads / 32);
-  // gridDim.y and gridDim.z are at most 65535: rows are grid-strided, instances are checked (<= 65535).
-  const dim3 grid((t.frame_width + block.x - 1) / block.x,
-                  static_cast<unsigned>(std::min((t.frame_height + static_cast<int>(block.y) - 1) / static_cast<int>(block.y), 65535)),
-                  w.limit);
-  M2F_LAUNCH(frame_mask_kernel<Source>, grid, block, stream)(source, order, query_of, query_divisor, count, w.limit, t,
-                                                        w.masks.as<unsigned char>(), w.stats.as<InstanceStats>());
+  const long long content = static_cast<long long>(t.content_height) * t.content_width;
+  const dim3 support_grid(static_cast<unsigned>(std::min<long long>(blocks_for(content), 64)), w.limit);
+  M2F_LAUNCH(support_kernel<Source>, support_grid, kThreads, stream)(source, order, query_of, query_divisor, count,
+                                                                 w.limit, t.content_height, t.content_width,
+                                                                 w.supports.as<Support>());
   M2F_CUDA_CHECK(cudaGetLastError());
+  M2F_LAUNCH(window_kernel, 1, 1, stream)(w.supports.as<Support>(), count, w.limit, t, w.windows.as<FrameWindow>(),
+                                          w.crop_target.as<CropTarget>());
+  M2F_CUDA_CHECK(cudaGetLastError());
+  const int limit = w.limit;
+  w.relaunch_crops = [source, order, query_of, query_divisor, count, limit, t](PostprocessWorkspace& ws,
+                                                                                cudaStream_t s) {
+    const dim3 block(32, kThreads / 32);
+    // Windows are unknown here (graphs): a fixed grid per instance, grid-strided over its window.
+    const dim3 grid(static_cast<unsigned>(std::min((t.frame_width + 31) / 32, 16)),
+                    static_cast<unsigned>(std::min((t.frame_height + 7) / 8, 32)), static_cast<unsigned>(limit));
+    M2F_LAUNCH(frame_mask_kernel<Source>, grid, block, s)(source, order, query_of, query_divisor, count, limit, t,
+                                                          ws.windows.as<FrameWindow>(),
+                                                          ws.crop_target.as<CropTarget>(),
+                                                          ws.stats.as<InstanceStats>());
+    M2F_CUDA_CHECK(cudaGetLastError());
+  };
+  w.relaunch_crops(w, stream);
 }
 
 // As the CPU's detail::check_transform: the kernels index the content region with these sizes.
@@ -552,27 +694,45 @@ void enqueue_postprocess_raw(const TensorView& class_logits, const TensorView& m
   }
 }
 
-FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream, std::vector<int>& slots) {
+FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream) {
   const int limit = w.limit;
   const std::size_t capacity = static_cast<std::size_t>(limit > 0 ? limit : 1);
   char* host = static_cast<char*>(w.host_stats.data());
   int* counters = reinterpret_cast<int*>(host);
   auto* stats = reinterpret_cast<InstanceStats*>(host + 4 * sizeof(int));
   auto* picked = reinterpret_cast<Picked*>(host + 4 * sizeof(int) + capacity * sizeof(InstanceStats));
-  M2F_CUDA_CHECK(cudaMemcpyAsync(counters, w.counters.data(), 4 * sizeof(int), cudaMemcpyDeviceToHost, stream));
-  M2F_CUDA_CHECK(
-      cudaMemcpyAsync(stats, w.stats.data(), capacity * sizeof(InstanceStats), cudaMemcpyDeviceToHost, stream));
-  M2F_CUDA_CHECK(cudaMemcpyAsync(picked, w.picked.data(), capacity * sizeof(Picked), cudaMemcpyDeviceToHost, stream));
-  M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+  auto* windows = reinterpret_cast<FrameWindow*>(host + 4 * sizeof(int) +
+                                                 capacity * (sizeof(InstanceStats) + sizeof(Picked)));
+  auto* target = static_cast<CropTarget*>(w.host_staging.data());
+  auto fetch = [&] {
+    M2F_CUDA_CHECK(cudaMemcpyAsync(counters, w.counters.data(), 4 * sizeof(int), cudaMemcpyDeviceToHost, stream));
+    M2F_CUDA_CHECK(
+        cudaMemcpyAsync(stats, w.stats.data(), capacity * sizeof(InstanceStats), cudaMemcpyDeviceToHost, stream));
+    M2F_CUDA_CHECK(cudaMemcpyAsync(picked, w.picked.data(), capacity * sizeof(Picked), cudaMemcpyDeviceToHost, stream));
+    M2F_CUDA_CHECK(
+        cudaMemcpyAsync(windows, w.windows.data(), capacity * sizeof(FrameWindow), cudaMemcpyDeviceToHost, stream));
+    M2F_CUDA_CHECK(cudaMemcpyAsync(target, w.crop_target.data(), sizeof(CropTarget), cudaMemcpyDeviceToHost, stream));
+    M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
+  };
+  fetch();
+  if (limit > 0 && target->needed > target->capacity) {
+    // The windows outgrew the crop scratch, so the crop kernel wrote nothing: grow (a quarter more,
+    // for the next frames) and run it again.
+    if (!w.relaunch_crops) throw std::logic_error("read_results: no post-processing call to complete");
+    w.crops.ensure(static_cast<std::size_t>(target->needed + target->needed / 4));
+    publish_crop_target(w, stream);
+    w.relaunch_crops(w, stream);
+    fetch();
+  }
 
   const int kept = std::min(counters[w.kept_counter], limit);
   FrameInstances result;
   result.height = w.frame_height;
   result.width = w.frame_width;
-  slots.clear();
+  w.kept_slots.clear();
   for (int n = 0; n < kept; ++n) {
     if (stats[n].area == 0) continue;  // came out empty at the frame size
-    slots.push_back(n);
+    w.kept_slots.push_back(n);
     result.scores.push_back(picked[n].score);
     result.labels.push_back(picked[n].label);
     result.query_indices.push_back(picked[n].query);
@@ -581,24 +741,42 @@ FrameInstances read_results(PostprocessWorkspace& w, cudaStream_t stream, std::v
     result.boxes.push_back(static_cast<float>(stats[n].y_min));
     result.boxes.push_back(static_cast<float>(stats[n].x_max + 1));
     result.boxes.push_back(static_cast<float>(stats[n].y_max + 1));
+    result.crop_offsets.push_back(result.crop_offsets.back() +
+                                  static_cast<std::int64_t>(stats[n].x_max + 1 - stats[n].x_min) *
+                                      (stats[n].y_max + 1 - stats[n].y_min));
   }
-  result.count = static_cast<std::int64_t>(slots.size());
+  result.count = static_cast<std::int64_t>(w.kept_slots.size());
   return result;
 }
 
-void copy_kept_masks(const PostprocessWorkspace& w, const std::vector<int>& slots, void* dst, cudaStream_t stream) {
-  const std::size_t plane = static_cast<std::size_t>(w.frame_height) * static_cast<std::size_t>(w.frame_width);
-  auto* out = static_cast<unsigned char*>(dst);
-  // Consecutive slots go in one copy (the usual case: no mask came out empty).
-  std::size_t i = 0;
-  while (i < slots.size()) {
-    std::size_t j = i + 1;
-    while (j < slots.size() && slots[j] == slots[j - 1] + 1) ++j;
-    M2F_CUDA_CHECK(cudaMemcpyAsync(out + i * plane,
-                                   w.masks.as<unsigned char>() + static_cast<std::size_t>(slots[i]) * plane,
-                                   (j - i) * plane, cudaMemcpyDefault, stream));
-    i = j;
+void copy_crops(PostprocessWorkspace& w, const FrameInstances& result, void* dst, cudaStream_t stream) {
+  require(result.count == static_cast<std::int64_t>(w.kept_slots.size()) &&
+              static_cast<std::int64_t>(result.crop_offsets.size()) == result.count + 1,
+          "copy_crops: the result does not come from this workspace's last read_results");
+  const std::size_t bytes = static_cast<std::size_t>(result.crop_offsets.back());
+  if (result.count == 0 || bytes == 0) return;
+  const int jobs = static_cast<int>(result.count);
+  w.host_staging.ensure(static_cast<std::size_t>(jobs) * sizeof(CompactJob));
+  auto* staged = static_cast<CompactJob*>(w.host_staging.data());
+  int widest = 1;
+  for (int i = 0; i < jobs; ++i) {
+    const float* box = result.boxes.data() + 4 * i;
+    staged[i] = CompactJob{static_cast<int>(w.kept_slots[static_cast<std::size_t>(i)]), static_cast<int>(box[0]),
+                           static_cast<int>(box[1]), static_cast<int>(box[2]), static_cast<int>(box[3]), 0,
+                           result.crop_offsets[static_cast<std::size_t>(i)]};
+    widest = std::max<long long>(widest, blocks_for(result.crop_offsets[static_cast<std::size_t>(i) + 1] -
+                                                    result.crop_offsets[static_cast<std::size_t>(i)]));
   }
+  w.compact_jobs.ensure(static_cast<std::size_t>(jobs) * sizeof(CompactJob));
+  w.compact.ensure(bytes);
+  M2F_CUDA_CHECK(cudaMemcpyAsync(w.compact_jobs.data(), staged, static_cast<std::size_t>(jobs) * sizeof(CompactJob),
+                                 cudaMemcpyHostToDevice, stream));
+  const dim3 grid(static_cast<unsigned>(std::min(widest, 256)), static_cast<unsigned>(jobs));
+  M2F_LAUNCH(compact_kernel, grid, kThreads, stream)(w.crops.as<unsigned char>(), w.windows.as<FrameWindow>(),
+                                                     w.compact_jobs.as<CompactJob>(), jobs,
+                                                     w.compact.as<unsigned char>());
+  M2F_CUDA_CHECK(cudaGetLastError());
+  M2F_CUDA_CHECK(cudaMemcpyAsync(dst, w.compact.data(), bytes, cudaMemcpyDefault, stream));
   M2F_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

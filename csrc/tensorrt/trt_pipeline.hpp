@@ -49,7 +49,7 @@ class Pipeline {
  public:
   Pipeline(Runner& runner, PipelineOptions options);
   // Enqueues (or replays) everything for `frames` ((H, W, C) uint8 device views) on `stream`. The
-  // results are then read per frame from workspace(b) (cuda::read_results / copy_kept_masks).
+  // results are then read per frame from workspace(b) (cuda::read_results / copy_crops).
   std::vector<ResizeTransform> run(const std::vector<TensorView>& frames, cudaStream_t stream);
   cuda::PostprocessWorkspace& workspace(std::size_t b) { return workspaces_.at(b); }
   bool graph_active() const noexcept { return static_cast<bool>(graph_exec_); }

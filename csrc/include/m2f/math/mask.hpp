@@ -61,6 +61,28 @@ M2F_HD MaskTap cv_linear_tap_y(int dst, int src_size, int dst_size) {
   return t;
 }
 
+// The output indices [out_begin, out_end) of a cv2 INTER_LINEAR resize (src_size -> dst_size; the
+// vertical taps when vertical) whose taps reach source indices [begin, end): outside them every tap
+// reads outside, so a mask that is 0 outside [begin, end) is 0 there too. Taps are monotonic in the
+// output index: two binary searches.
+M2F_HD void cv_linear_output_range(bool vertical, int src_size, int dst_size, int begin, int end, int& out_begin,
+                                   int& out_end) {
+  int lo = 0, hi = dst_size;  // first output whose upper tap reaches begin
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    const MaskTap t = vertical ? cv_linear_tap_y(mid, src_size, dst_size) : cv_linear_tap_x(mid, src_size, dst_size);
+    if (t.i1 < begin) lo = mid + 1; else hi = mid;
+  }
+  out_begin = lo;
+  hi = dst_size;  // first output at or after out_begin whose lower tap is at or past end
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    const MaskTap t = vertical ? cv_linear_tap_y(mid, src_size, dst_size) : cv_linear_tap_x(mid, src_size, dst_size);
+    if (t.i0 < end) lo = mid + 1; else hi = mid;
+  }
+  out_end = lo;
+}
+
 // PyTorch bilinear, align_corners=False, no scale factor given: float arithmetic throughout,
 // negative positions clamp to 0, the upper neighbour clamps to the last index.
 M2F_HD MaskTap torch_linear_tap(int dst, int src_size, int dst_size) {
