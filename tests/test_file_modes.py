@@ -56,3 +56,14 @@ def test_every_output_of_run_and_segment_gives_the_umask_mode(tmp_path, umask, d
         assert mode(path) == 0o666 & ~umask, path
     for folder in (tmp_path / "frames", tmp_path / "overlays"):
         assert mode(folder) == 0o777 & ~umask, folder
+
+
+def test_engines_sidecars_and_timing_caches_give_the_umask_mode(tmp_path, umask):
+    from m2f_edge.backends.engine_cache import atomic_write
+
+    path = tmp_path / "model.engine"
+    atomic_write(str(path), b"engine bytes")
+    atomic_write(str(path), b"engine bytes, rebuilt")  # replacing keeps the umask's mode too
+    assert path.read_bytes() == b"engine bytes, rebuilt"
+    assert mode(path) == 0o666 & ~umask
+    assert os.listdir(str(tmp_path)) == ["model.engine"]  # no temporary file left

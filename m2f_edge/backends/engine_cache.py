@@ -14,11 +14,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .. import _core
+from .._outputs import create_hidden_beside
 from ..tao import TAO_FP32_LAYERS
 
 log = logging.getLogger("m2f_edge")
@@ -246,10 +246,10 @@ def default_cache_dir() -> str:
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    """Write through a hidden file beside ``path``, renamed at the end; the file gets the user's umask."""
+    tmp = create_hidden_beside(path, ".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
