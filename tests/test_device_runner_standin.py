@@ -9,6 +9,7 @@ import pytest
 
 from m2f_edge import Segmenter, _core
 from m2f_edge.runners import DeviceRunner
+from test_runners import changed_settings
 from test_tensorrt_standin_runner import deployable_engine, frame, raw_engine
 
 pytestmark = [
@@ -48,12 +49,12 @@ def test_a_tensorrt_engine_picks_the_device_runner_and_agrees_with_the_host_runn
     assert device.runner.last_timings()["runner"] == "device"
 
 
+# the host-runner test's settings, with values that change what this stand-in engine's outputs keep
+STANDIN_VALUES = {"score_threshold": 0.4, "mean": (0.2, 0.3, 0.1), "std": (0.5, 0.4, 0.3)}
+
+
 def changes(contract):
-    pairs = [("score_threshold", 0.4), ("max_instances", 1), ("resize", "letterbox"), ("color", "rgb"),
-             ("mean", (0.2, 0.3, 0.1)), ("std", (0.5, 0.4, 0.3))]
-    if contract == "raw":
-        pairs += [("topk", 1), ("no_object_index", -1)]
-    return pairs
+    return [(name, STANDIN_VALUES.get(name, value)) for name, value in changed_settings(contract)]
 
 
 def test_settings_changed_between_frames_take_effect_on_the_next_frame(engine):
