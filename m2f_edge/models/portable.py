@@ -96,8 +96,9 @@ def _weightless_view(model: onnx.ModelProto) -> onnx.ModelProto:
     return view
 
 
-def _static_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
-    """Static dims of every tensor shape inference can reach (None for a dynamic dim)."""
+def _static_shapes(model: onnx.ModelProto, types: Optional[Dict[str, int]] = None) -> Dict[str, List[Optional[int]]]:
+    """Static dims of every tensor shape inference can reach (None for a dynamic dim); ``types``, when
+    given, receives the element type of every tensor inference reached."""
     try:
         inferred = onnx.shape_inference.infer_shapes(_weightless_view(model), strict_mode=False)
     except Exception as exc:  # shape inference is a help here, not a requirement
@@ -107,6 +108,8 @@ def _static_shapes(model: onnx.ModelProto) -> Dict[str, List[Optional[int]]]:
     graph = inferred.graph
     for info in list(graph.value_info) + list(graph.input) + list(graph.output):
         tensor_type = info.type.tensor_type
+        if types is not None and tensor_type.elem_type:
+            types[info.name] = tensor_type.elem_type
         if not tensor_type.HasField("shape"):
             continue
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
@@ -181,7 +184,7 @@ class _Builder:
 
 def _rewrite_node(node: onnx.NodeProto, builder: _Builder, constants: Dict[str, np.ndarray],
                   shapes: Dict[str, List[Optional[int]]], grid_mode: str,
-                  value_type: Optional[int]) -> List[onnx.NodeProto]:
+                  value_type: Optional[int], locations_type: Optional[int] = None) -> List[onnx.NodeProto]:
     if len(node.input) != 5 or len(node.output) != 1:
         raise ValueError(f"{PLUGIN_OP_TYPE} node {node.name!r} has {len(node.input)} inputs and "
                          f"{len(node.output)} outputs; expected 5 inputs (value, spatial_shapes, "
@@ -224,7 +227,9 @@ def _rewrite_node(node: onnx.NodeProto, builder: _Builder, constants: Dict[str, 
     loc_flat = b.op("Flatten", [loc_nm], "loc_flat", axis=2)
     loc_heads = b.op("Reshape", [loc_flat, b.shape_vector([0, -1, num_levels, p_dim, 2], "loc_heads_shape")],
                      "loc_heads")
-    loc_type = value_type if value_type is not None else TensorProto.FLOAT
+    # the grid's constants take the locations' own type: after an FP16 conversion the locations may be
+    # float16 while the value's type is not recorded (or the other way round)
+    loc_type = next((t for t in (locations_type, value_type) if t is not None), TensorProto.FLOAT)
     dtype = helper.tensor_dtype_to_np_dtype(loc_type)
     grid = b.op("Sub", [b.op("Mul", [loc_heads, b.const("two_f", np.array(2.0, dtype))], "loc_x2"),
                         b.const("one_f", np.array(1.0, dtype))], "grid")
@@ -315,7 +320,8 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = False) -> onnx
     grid_mode = "linear" if opset >= GRID_SAMPLE_LINEAR_RENAMED_OPSET else "bilinear"
 
     constants = _constant_values(result)
-    shapes = _static_shapes(result)
+    types: Dict[str, int] = {}
+    shapes = _static_shapes(result, types)
     taken = {n for node in result.graph.node for n in list(node.output) + [node.name]}
     taken.update(i.name for i in result.graph.input)
     taken.update(i.name for i in result.graph.initializer)
@@ -330,7 +336,8 @@ def make_portable(model: onnx.ModelProto, *, infer_shapes: bool = False) -> onnx
         prefix = (node.name or f"{PLUGIN_OP_TYPE}_{index}") + "/portable"
         builder = _Builder(prefix, taken)
         new_nodes.extend(_rewrite_node(node, builder, constants, shapes, grid_mode,
-                                       _elem_type(result, node.input[0])))
+                                       _elem_type(result, node.input[0]),
+                                       types.get(node.input[3]) or _elem_type(result, node.input[3])))
     del result.graph.node[:]
     result.graph.node.extend(new_nodes)
 
