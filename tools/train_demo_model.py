@@ -94,13 +94,16 @@ def train(args):
     model = Mask2FormerForUniversalSegmentation(demo_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     checkpoint = os.path.join(args.work_dir, "checkpoint.pt")
-    step, history = 0, []
+    step, history, runs = 0, [], []
     if os.path.isfile(checkpoint):
         state = torch.load(checkpoint, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
+        step, history, runs = state["step"], state["history"], state.get("runs", [])
         print(f"resumed at step {step}", flush=True)
+    # each invocation, so that a schedule extended by a later run (--steps raised) can be replayed exactly
+    runs.append({"from_step": step, "steps": args.steps, "lr": args.lr, "warmup": args.warmup, "batch": args.batch,
+                 "threads": args.threads, "seed": args.seed})
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     model.train()
     last_save, started, window = time.time(), time.time(), []
@@ -123,7 +126,8 @@ def train(args):
             window, started = [], time.time()
         if time.time() - last_save > args.checkpoint_seconds or step == args.steps:
             save_atomic(torch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "step": step, "history": history, "config": model.config.to_dict()}, checkpoint)
+                                "step": step, "history": history, "runs": runs, "config": model.config.to_dict()},
+                        checkpoint)
             last_save = time.time()
     return checkpoint
 
@@ -148,7 +152,8 @@ def export_and_evaluate(args, checkpoint):
     report = {"steps": state["step"], "train_seed": args.seed, "eval_seed": EVAL_SEED,
               "eval_scenes": args.eval_scenes, "eval_size": list(EVAL_SIZE), "network_size": NETWORK_SIZE,
               "parameters": int(sum(p.numel() for p in model.parameters())), "onnx_bytes": summary["bytes"],
-              "final_loss": state["history"][-1]["loss"] if state["history"] else None, "thresholds": {}}
+              "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+              "runs": state.get("runs") or [], "thresholds": {}}
     for threshold in (0.05, 0.5):
         result = evaluate(output, annotations, folder, binary=True, score_threshold=threshold, progress=False)
         report["thresholds"][str(threshold)] = {key: result[key] for key in ("mask", "box", "foreground_miou")
