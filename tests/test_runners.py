@@ -124,8 +124,10 @@ def test_run_run_batch_stream_bench_and_eval_go_through_the_runner(model, tmp_pa
 
     for timing in (run_latency, run_throughput):
         seg.runner.calls.clear()
-        result = timing(seg, synthetic_frames(240, 320, 2), 1, BenchConfig(warmup_s=0, iterations=3))
+        pool = synthetic_frames(240, 320, 1)
+        result = timing(seg, pool, 1, BenchConfig(warmup_s=0, iterations=3))
         assert result["runner"] == "host"
+        assert result["result_bytes_per_frame"] == seg.run(pool.batch(1)[0]).nbytes > 0
         assert seg.runner.calls["postprocess"] >= 3 and seg.runner.calls["infer"] == seg.runner.calls["postprocess"]
 
     from m2f_edge.models.evaluate import evaluate

@@ -113,7 +113,7 @@ def format_table(document: Dict[str, Any]) -> str:
     out = ["m2f-edge-bench  {}".format(document["created_utc"])]
     out += platform_summary(document)
     header = ["runner", "mode", "batch", "FPS", "e2e p50", "p90", "p99", "pre p50", "infer p50", "post p50",
-              "upload", "enqueue", "gpu", "graph", "CV", "W", "J/frame", "FPS/W", "card FPS"]
+              "upload", "enqueue", "gpu", "graph", "result KB", "CV", "W", "J/frame", "FPS/W", "card FPS"]
     for run in document["runs"]:
         out.append("")
         out.append("power mode: {}   jetson_clocks: {}   power: {}".format(
@@ -128,7 +128,9 @@ def format_table(document: Dict[str, Any]) -> str:
                 _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
                 _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
                 _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
-                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
+                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]),
+                _num(None if result.get("result_bytes_per_frame") is None else result["result_bytes_per_frame"] / 1e3, 1),
+                _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
                 _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
                 _num(card["fps"], 2) if card else "-",
             ])
@@ -148,7 +150,8 @@ def format_table(document: Dict[str, Any]) -> str:
                "on the host clock, enqueue/gpu from the backend's CUDA events (n/a where it has none). device runner: "
                "pre/infer/post are the pipeline's CUDA-event stage times, upload the host staging of the frames, "
                "enqueue the host time to launch the GPU work, gpu its CUDA-event time; graph = batches that "
-               "replayed a CUDA graph (one launch: no stage times for those)")
+               "replayed a CUDA graph (one launch: no stage times for those); result KB = what one frame's Instances "
+               "hold (cropped masks and arrays)")
     card = document.get("model_card")
     if card:
         out.append("model card ({}, {}, {}): {} batch {} = {:.2f} FPS -- {}".format(
@@ -188,7 +191,7 @@ def csv_rows(document: Dict[str, Any]) -> List[Dict[str, Any]]:
         for result in run["results"]:
             power = result.get("power") or {}
             card = result.get("model_card") or {}
-            row = {"runner": result.get("runner"), "power_mode_id": mode.get("id"), "power_mode_name": mode.get("name"),
+            row = {"runner": result.get("runner"), "result_bytes_per_frame": result.get("result_bytes_per_frame"), "power_mode_id": mode.get("id"), "power_mode_name": mode.get("name"),
                    "jetson_clocks": run.get("jetson_clocks"), "mode": result["mode"], "batch": result["batch"],
                    "iterations": result["iterations"], "frames_timed": result["frames"],
                    "elapsed_s": result["elapsed_s"], "fps": result["fps"], "cv": result["cv"]}
@@ -237,9 +240,9 @@ def to_markdown(document: Dict[str, Any]) -> str:
             run.get("power_source") or "n/a"))
         lines.append("")
         lines.append("| runner | mode | batch | FPS | e2e p50 ms | e2e p90 | e2e p99 | preprocess p50 | inference p50 | "
-                     "postprocess p50 | upload p50 | enqueue p50 | GPU p50 | graph batches | CV | W | J/frame | FPS/W | "
+                     "postprocess p50 | upload p50 | enqueue p50 | GPU p50 | graph batches | result KB | CV | W | J/frame | FPS/W | "
                      "model card FPS |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for result in run["results"]:
             power = result.get("power") or {}
             card = result.get("model_card")
@@ -248,7 +251,9 @@ def to_markdown(document: Dict[str, Any]) -> str:
                 _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
                 _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
                 _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
-                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]), _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
+                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]),
+                _num(None if result.get("result_bytes_per_frame") is None else result["result_bytes_per_frame"] / 1e3, 1),
+                _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
                 _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
                 _num(card["fps"], 2) if card else "-"])))
         for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:

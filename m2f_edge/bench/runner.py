@@ -78,8 +78,11 @@ def _columns(runner_name: str, step_ms: Dict[str, float], timings: Dict[str, Any
 
 
 def _record(times: Dict[str, list], graphs: List[int], runner_name: str, e2e_ms: float,
-            step_ms: Dict[str, float], timings: Dict[str, Any]) -> None:
+            step_ms: Dict[str, float], timings: Dict[str, Any], results=None) -> None:
     times["e2e"].append(e2e_ms)
+    sizes = [getattr(r, "nbytes", None) for r in (results or [])]
+    if sizes and all(isinstance(n, int) for n in sizes):
+        times["result_bytes"].extend(sizes)
     for name, value in _columns(runner_name, step_ms, timings).items():
         if value is not None:
             times[name].append(value)
@@ -95,13 +98,15 @@ def _done(start, now, count, config) -> bool:
 
 def _result(mode, batch, count, start, end, times, cv_source, cv_label, runner_name="host", graphs=0):
     frames = count * batch
+    sizes = times.get("result_bytes") or []
     elapsed = end - start
-    latency = {stage: latency_stats(times.get(stage, [])) for stage in STAGES}
+    latency = {stage: latency_stats(times.get(stage, [])) for stage in STAGES}  # result_bytes is not a time
     cv_stats = latency_stats(cv_source)
     return {"mode": mode, "batch": batch, "iterations": count, "frames": frames, "elapsed_s": elapsed,
             "fps": frames / elapsed if elapsed > 0 else None, "latency_ms": latency,
             "cv": None if cv_stats is None else cv_stats["cv"], "cv_of": cv_label,
-            "window": [start, end], "runner": runner_name, "cuda_graph_batches": graphs}
+            "window": [start, end], "runner": runner_name, "cuda_graph_batches": graphs,
+            "result_bytes_per_frame": float(np.mean(sizes)) if sizes else None}
 
 
 def run_latency(segmenter, pool, batch: int, config: BenchConfig,
@@ -119,13 +124,13 @@ def run_latency(segmenter, pool, batch: int, config: BenchConfig,
             step.work(job)
             step_ms[step.name] = (clock() - a) * 1e3
         if times is not None:
-            _record(times, graphs, runner.name, (clock() - t0) * 1e3, step_ms, job.timings)
+            _record(times, graphs, runner.name, (clock() - t0) * 1e3, step_ms, job.timings, job.results)
 
     warm_start = clock()
     once(None, None)
     while clock() - warm_start < config.warmup_s:
         once(None, None)
-    times = {stage: [] for stage in STAGES}
+    times = {stage: [] for stage in STAGES + ("result_bytes",)}
     graphs = [0]
     start = clock()
     count = 0
@@ -155,7 +160,7 @@ def _pipeline(segmenter, pool, batch, config, duration_s, iterations, clock):
     stop = threading.Event()
     errors = []  # type: List[BaseException]
     queues = [queue.Queue(maxsize=config.queue_depth) for _ in steps[1:]]
-    times = {stage: [] for stage in STAGES}
+    times = {stage: [] for stage in STAGES + ("result_bytes",)}
     graphs = [0]
     window = BenchConfig(0.0, duration_s, iterations, config.queue_depth, config.min_iterations)
     start = clock()
@@ -215,7 +220,8 @@ def _pipeline(segmenter, pool, batch, config, duration_s, iterations, clock):
             timed(steps[-1], item)
             done = clock()
             completions.append(done)
-            _record(times, graphs, runner.name, (done - item.started) * 1e3, item.step_ms, item.job.timings)
+            _record(times, graphs, runner.name, (done - item.started) * 1e3, item.step_ms, item.job.timings,
+                    item.job.results)
     except BaseException:
         stop.set()
         raise
