@@ -108,6 +108,24 @@ def platform_summary(document: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _result_cells(result: Dict[str, Any]) -> List[str]:
+    """One result's cells, in the column order of both the terminal table and the Markdown table."""
+    power = result.get("power") or {}
+    card = result.get("model_card")
+    bytes_per_frame = result.get("result_bytes_per_frame")
+    return [
+        result.get("runner", "host"), result["mode"], str(result["batch"]), _num(result["fps"], 2),
+        _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
+        _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
+        _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
+        "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]),
+        _num(None if bytes_per_frame is None else bytes_per_frame / 1e3, 1),
+        _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
+        _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
+        _num(card["fps"], 2) if card else "-",
+    ]
+
+
 def format_table(document: Dict[str, Any]) -> str:
     """The readable terminal table: one block per power mode, one row per (mode, batch)."""
     out = ["m2f-edge-bench  {}".format(document["created_utc"])]
@@ -120,20 +138,7 @@ def format_table(document: Dict[str, Any]) -> str:
             _mode_label(run), {True: "on", False: "off", None: "n/a"}[run.get("jetson_clocks")],
             run.get("power_source") or "n/a"))
         rows = [header]
-        for result in run["results"]:
-            power = result.get("power") or {}
-            card = result.get("model_card")
-            rows.append([
-                result.get("runner", "host"), result["mode"], str(result["batch"]), _num(result["fps"], 2),
-                _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
-                _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
-                _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
-                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]),
-                _num(None if result.get("result_bytes_per_frame") is None else result["result_bytes_per_frame"] / 1e3, 1),
-                _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
-                _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
-                _num(card["fps"], 2) if card else "-",
-            ])
+        rows += [_result_cells(result) for result in run["results"]]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for index, row in enumerate(rows):
             out.append("  ".join(cell.rjust(width) if i > 0 else cell.ljust(width)
@@ -244,18 +249,7 @@ def to_markdown(document: Dict[str, Any]) -> str:
                      "model card FPS |")
         lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for result in run["results"]:
-            power = result.get("power") or {}
-            card = result.get("model_card")
-            lines.append("| {} |".format(" | ".join([
-                result.get("runner", "host"), result["mode"], str(result["batch"]), _num(result["fps"], 2),
-                _stat(result, "e2e"), _stat(result, "e2e", "p90"), _stat(result, "e2e", "p99"),
-                _stat(result, "preprocess"), _stat(result, "inference"), _stat(result, "postprocess"),
-                _stat(result, "upload"), _stat(result, "enqueue", digits=2), _stat(result, "gpu"),
-                "{}/{}".format(result.get("cuda_graph_batches", 0), result["iterations"]),
-                _num(None if result.get("result_bytes_per_frame") is None else result["result_bytes_per_frame"] / 1e3, 1),
-                _num(None if result["cv"] is None else result["cv"] * 100, 0, "%"),
-                _num(power.get("avg_w"), 1), _num(power.get("j_per_frame"), 3), _num(result.get("fps_per_w"), 2),
-                _num(card["fps"], 2) if card else "-"])))
+            lines.append("| {} |".format(" | ".join(_result_cells(result))))
         for warning in run.get("warnings", []) + [w for r in run["results"] for w in r.get("warnings", [])]:
             lines.append("")
             lines.append("> warning: " + warning)
