@@ -215,8 +215,10 @@ def verify(model: str, frames: Sequence[np.ndarray], *, engine: Optional[str] = 
     reference_results, reference_ms = _timed_runs(ref, frames)
     checks = [_runner_check("{} runner vs host reference".format(candidate.runner.name), candidate_results,
                             reference_results, threshold, tolerance)]
-    checks.append(_preprocess_check(ref, frames))
-    checks.append(_postprocess_check(ref, frames, reference_results))
+    # the core's stages once per frame, shared by the two checks against numpy/OpenCV
+    stages = [(frame, ref.preprocess([frame])) for frame in frames]
+    checks.append(_preprocess_check(ref, stages))
+    checks.append(_postprocess_check(ref, stages, reference_results))
     report = {
         "passed": all(c["passed"] for c in checks), "device": device_note, "device_present": has_device,
         "precision": precision, "frames": len(frames), "model": str(model), "reference_model": str(ref_model),
@@ -230,22 +232,20 @@ def verify(model: str, frames: Sequence[np.ndarray], *, engine: Optional[str] = 
     return report
 
 
-def _preprocess_check(ref: Segmenter, frames) -> Check:
+def _preprocess_check(ref: Segmenter, stages) -> Check:
     worst = 0.0
-    for frame in frames:
-        prepared = ref.preprocess([frame])
+    for frame, prepared in stages:
         expected = reference_preprocess(frame, prepared.transforms[0], ref.mean, ref.std, ref.color)
         worst = max(worst, float(np.abs(prepared.tensor[0].astype(np.float32) - expected).max()))
     limit = PREPROCESS_TOLERANCE.get(ref.input_dtype.name, PREPROCESS_TOLERANCE["float32"])
-    return Check(name="core preprocessing vs numpy/OpenCV", compared="{} frames".format(len(frames)),
+    return Check(name="core preprocessing vs numpy/OpenCV", compared="{} frames".format(len(stages)),
                  worst="max abs diff {:.2e}".format(worst), tolerance="<= {:g}".format(limit),
                  passed=worst <= limit, max_abs_diff=worst)
 
 
-def _postprocess_check(ref: Segmenter, frames, reference_results) -> Check:
+def _postprocess_check(ref: Segmenter, stages, reference_results) -> Check:
     expected = []
-    for frame in frames:
-        prepared = ref.preprocess([frame])
+    for _, prepared in stages:
         outputs = ref.infer(prepared.tensor)
         transform = prepared.transforms[0]
         if ref.contract == "deployable":
@@ -256,9 +256,8 @@ def _postprocess_check(ref: Segmenter, frames, reference_results) -> Check:
                                                              transform, int(ref.no_object_index), int(ref.topk))
         expected.append(_Plain(*reference_postprocess_deployable(masks, scores, classes, transform,
                                                                  float(ref.score_threshold), int(ref.max_instances))))
-    check = _runner_check("core post-processing vs numpy/OpenCV", reference_results, expected,
-                          float(ref.score_threshold), POSTPROCESS_TOLERANCE)
-    return check
+    return _runner_check("core post-processing vs numpy/OpenCV", reference_results, expected,
+                         float(ref.score_threshold), POSTPROCESS_TOLERANCE)
 
 
 def format_report(report: Dict[str, Any]) -> str:

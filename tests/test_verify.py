@@ -68,9 +68,9 @@ def test_a_perturbed_reference_model_fails_with_exit_1(models, tmp_path, capsys)
     assert "verdict: FAIL" in printed
 
 
-def test_a_reference_that_sees_other_pixels_loses_instances():
+def test_a_reference_that_sees_other_pixels_loses_instances(models):
     frame = make_test_frame()[0]
-    path = make_deployable_model("/tmp/_verify_hook.onnx", num_classes=3)
+    path = models["deployable"]
 
     def swap_colours(reference):
         reference.color = "rgb"  # red and blue trade places: labels no longer match
