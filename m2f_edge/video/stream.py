@@ -288,7 +288,7 @@ class Stream:
                                                                               queues[i + 1]),
                                                   name="m2f-stream-" + name, daemon=True))
         self._out_q = queues[-1]
-        self.stats = StreamStats(runner.name, ["capture"] + [name for name, _, _ in stages])
+        self.stats = StreamStats(self.stats.runner, self.stats.stages)  # the clock starts with the threads
         for thread in self._threads:
             thread.start()
 
