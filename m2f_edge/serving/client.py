@@ -443,8 +443,3 @@ class RemoteSegmenterRunner(Runner):
         job.results = remote_postprocess(self.segmenter, job.outputs, job.prepared.transforms)
         job.outputs = None
         self._last_timings = {"runner": self.name}
-
-
-def remote_run_batch(seg, frames) -> List[Instances]:
-    prepared = remote_preprocess(seg, frames)
-    return remote_postprocess(seg, remote_infer(seg, prepared.tensor), prepared.transforms)
