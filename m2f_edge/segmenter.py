@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from .gpu import is_gpu_array
 from ._keywords import suggest_keywords
 from .backends import Backend, open_backend
 from .backends.base import canonical_output_names, detect_contract
@@ -363,9 +364,7 @@ class Segmenter:
     def _is_gpu_frame(self, frame, name: str) -> bool:
         """True for a frame on the GPU, which only the device runner reads; the host runner refuses one
         rather than copying it to the host silently."""
-        from . import gpu
-
-        on_gpu = gpu.is_gpu_array(frame)
+        on_gpu = is_gpu_array(frame)
         if on_gpu and self.runner.name != "device":
             raise TypeError("{}: a frame on the GPU needs the device runner (a TensorRT backend; this Segmenter "
                             "uses {} with the {} runner); copy it to the host first (e.g. cupy.asnumpy, "
