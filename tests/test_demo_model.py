@@ -97,3 +97,27 @@ def test_the_training_report_is_shipped_and_above_the_floors():
     measured = report["thresholds"]["0.5"]
     assert measured["mask"]["AP50"] > AP50_FLOOR and measured["foreground_miou"] > FOREGROUND_IOU_FLOOR
     assert report["eval_scenes"] == 200
+
+
+def _training_tool():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_demo_model.py")
+    spec = importlib.util.spec_from_file_location("train_demo_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_restarted_learning_rate_cycle_warms_up_from_its_own_start_and_decays_to_two_percent():
+    learning_rate = _training_tool().learning_rate
+    cycle = {"start": 8500, "total": 20000, "peak": 1.5e-4, "warmup": 100}
+    assert learning_rate(8500, cycle) == pytest.approx(1.5e-6)
+    assert learning_rate(8599, cycle) == pytest.approx(1.5e-4)
+    middle = 8600 + (20000 - 8600) // 2
+    assert learning_rate(middle, cycle) == pytest.approx(1.5e-4 * 0.51, rel=1e-3)
+    assert learning_rate(20000, cycle) == pytest.approx(1.5e-4 * 0.02)
+    decay = [learning_rate(step, cycle) for step in range(8600, 20001, 100)]
+    assert all(later <= earlier for earlier, later in zip(decay, decay[1:]))
+    first = {"start": 0, "total": 8500, "peak": 3e-4, "warmup": 300}
+    assert learning_rate(0, first) == pytest.approx(1e-6)

@@ -8,6 +8,8 @@ Run once by a developer (about 2 hours on 2 CPU cores), never in CI:
 
     PYTHONPATH=$PWD python tools/train_demo_model.py --steps 7000        # train (resumes), export, evaluate
     PYTHONPATH=$PWD python tools/train_demo_model.py --evaluate-only      # export + evaluate the checkpoint
+    PYTHONPATH=$PWD python tools/train_demo_model.py --steps 17000 --restart --lr 1.5e-4 --warmup 100
+                                                                          # a second cycle from the checkpoint
 
 Seeded: the scenes of step s come from seed (SEED, s), so a resumed run sees the same data as an
 uninterrupted one. It checkpoints every few minutes to --work-dir (resume is automatic), then exports the
@@ -72,11 +74,13 @@ def training_batch(seed, step, batch):
     return torch.from_numpy(np.ascontiguousarray(np.stack(pixels))), masks, classes
 
 
-def learning_rate(step, total, peak, warmup):
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def learning_rate(step, schedule):
+    """Linear warmup then cosine decay to 2 % of the peak, over the steps [start, total) of one cycle."""
+    into = step - schedule["start"]
+    if into < schedule["warmup"]:
+        return schedule["peak"] * (into + 1) / schedule["warmup"]
+    progress = (into - schedule["warmup"]) / max(1, schedule["total"] - schedule["start"] - schedule["warmup"])
+    return schedule["peak"] * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def save_atomic(torch, state, path):
@@ -94,21 +98,29 @@ def train(args):
     model = Mask2FormerForUniversalSegmentation(demo_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     checkpoint = os.path.join(args.work_dir, "checkpoint.pt")
-    step, history, runs = 0, [], []
+    step, history, runs, schedule = 0, [], [], None
     if os.path.isfile(checkpoint):
         state = torch.load(checkpoint, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history, runs = state["step"], state["history"], state.get("runs", [])
+        schedule = state.get("schedule")
         print(f"resumed at step {step}", flush=True)
+    if args.restart:
+        # a new cosine cycle from here: a warm restart of a finished run
+        schedule = {"start": step, "total": args.steps, "peak": args.lr, "warmup": args.warmup}
+    elif schedule is None:
+        schedule = {"start": 0, "total": args.steps, "peak": args.lr, "warmup": args.warmup}
+    else:
+        schedule = dict(schedule, total=args.steps)
     # each invocation, so that a schedule extended by a later run (--steps raised) can be replayed exactly
     runs.append({"from_step": step, "steps": args.steps, "lr": args.lr, "warmup": args.warmup, "batch": args.batch,
-                 "threads": args.threads, "seed": args.seed})
+                 "threads": args.threads, "seed": args.seed, "schedule": dict(schedule)})
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     model.train()
     last_save, started, window = time.time(), time.time(), []
     while step < args.steps:
-        lr = learning_rate(step, args.steps, args.lr, args.warmup)
+        lr = learning_rate(step, schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
         pixels, masks, classes = training_batch(args.seed, step, args.batch)
@@ -126,7 +138,8 @@ def train(args):
             window, started = [], time.time()
         if time.time() - last_save > args.checkpoint_seconds or step == args.steps:
             save_atomic(torch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "step": step, "history": history, "runs": runs, "config": model.config.to_dict()},
+                                "step": step, "history": history, "runs": runs, "schedule": schedule,
+                                "config": model.config.to_dict()},
                         checkpoint)
             last_save = time.time()
     return checkpoint
@@ -179,6 +192,8 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(ROOT, "m2f_edge", "data", "demo_mask2former.onnx"))
     parser.add_argument("--report", default=os.path.join(ROOT, "docs", "demo_model_eval.json"))
     parser.add_argument("--eval-scenes", type=int, default=200)
+    parser.add_argument("--restart", action="store_true",
+                        help="start a new learning-rate cycle (warmup, cosine to --steps) at the checkpoint's step")
     parser.add_argument("--evaluate-only", action="store_true", help="export and evaluate the last checkpoint")
     args = parser.parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
