@@ -4,12 +4,16 @@
 A small Mask2Former of the real architecture (Hugging Face's Mask2FormerForUniversalSegmentation: Swin
 backbone, multi-scale deformable-attention pixel decoder, masked-attention decoder; one class "object",
 no-object last), trained from scratch with the model's own loss on scenes from m2f_edge.demo.scenes.
-Run once by a developer (about 2 hours on 2 CPU cores), never in CI:
+Run once by a developer, never in CI. The shipped model is two learning-rate cycles, 20000 steps in all, about
+2 h 45 min on 2 idle CPU cores (0.45-0.55 s/step at batch 8); docs/demo_model_eval.json lists every run:
 
-    PYTHONPATH=$PWD python tools/train_demo_model.py --steps 7000        # train (resumes), export, evaluate
+    PYTHONPATH=$PWD python tools/train_demo_model.py --steps 8500
+    PYTHONPATH=$PWD python tools/train_demo_model.py --steps 20000 --restart --lr 1.5e-4 --warmup 100
+
+Other uses:
+
+    PYTHONPATH=$PWD python tools/train_demo_model.py --steps N   # the same command resumes a stopped run
     PYTHONPATH=$PWD python tools/train_demo_model.py --evaluate-only      # export + evaluate the checkpoint
-    PYTHONPATH=$PWD python tools/train_demo_model.py --steps 17000 --restart --lr 1.5e-4 --warmup 100
-                                                                          # a second cycle from the checkpoint
 
 Seeded: the scenes of step s come from seed (SEED, s), so a resumed run sees the same data as an
 uninterrupted one. It checkpoints every few minutes to --work-dir (resume is automatic), then exports the
