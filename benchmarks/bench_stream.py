@@ -27,6 +27,8 @@ import cv2  # noqa: E402
 
 import m2f_edge  # noqa: E402
 from m2f_edge.drawing import draw_instances  # noqa: E402
+from m2f_edge.instances import Instances  # noqa: E402
+from m2f_edge.runners import Runner, Step  # noqa: E402
 from m2f_edge.video import open_source, stream  # noqa: E402
 
 
@@ -49,36 +51,37 @@ def make_video(path, frames, size):
     writer.release()
 
 
-class SleepingSegmenter:
-    """Stages that take fixed times without using a CPU (time.sleep releases the GIL): measures what the
-    stream's threads and queues achieve when cores are not the limit."""
+class SleepingRunner(Runner):
+    """A runner whose three steps take fixed times per frame without using a CPU (time.sleep releases the
+    GIL), plugged into a real Segmenter: measures what the stream's threads and queues achieve when cores
+    are not the limit."""
 
-    class Prepared:
-        def __init__(self, tensor, transforms):
-            self.tensor, self.transforms = tensor, transforms
+    name = "sleeping"
 
-    def __init__(self, seconds):
+    def __init__(self, segmenter, seconds):
+        super().__init__(segmenter)
         self.seconds = seconds
-        self.batch_range = (1, None)
 
-    def preprocess(self, frames):
-        time.sleep(self.seconds[0] * len(frames))
-        return self.Prepared(np.zeros((len(frames), 1), np.float32), [None] * len(frames))
+    def steps(self):
+        return [Step(name, stamp, self._sleeper(index)) for index, (name, stamp) in enumerate(
+            (("preprocess", "preprocessed"), ("infer", "inferred"), ("postprocess", "postprocessed")))]
 
-    def infer(self, tensor):
-        time.sleep(self.seconds[1] * len(tensor))
-        return {"n": len(tensor)}
-
-    def postprocess(self, outputs, transforms):
-        time.sleep(self.seconds[2] * outputs["n"])
-        return [None] * outputs["n"]
+    def _sleeper(self, index):
+        def work(job):
+            time.sleep(self.seconds[index] * job.count)
+            if index == 2:
+                job.results = [Instances(np.zeros((0,) + frame.shape[:2], np.uint8), [], [], np.zeros((0, 4)))
+                               for frame in job.frames]
+        return work
 
 
 def simulate(args, video):
     ms = [float(v) for v in args.simulate.split(",")]
     if len(ms) != 3:
         raise SystemExit("--simulate: expected three times in ms: preprocess,infer,postprocess")
-    seg = SleepingSegmenter([v / 1000.0 for v in ms])
+    seconds = [v / 1000.0 for v in ms]
+    seg = m2f_edge.Segmenter(tiny_model(args, os.path.dirname(video)),
+                             runner=lambda segmenter: SleepingRunner(segmenter, seconds))
     n = args.frames
     rates = {name: 1000.0 / v for name, v in zip(("preprocess", "infer", "postprocess"), ms)}
     with open_source(video) as source:
@@ -89,6 +92,7 @@ def simulate(args, video):
     for _ in range(args.repeat):
         pipeline = stream(seg, video, batch=args.batch)
         assert sum(1 for _ in pipeline) == n
+        assert pipeline.stats.runner == SleepingRunner.name, pipeline.stats.runner
         stream_rate = max(stream_rate, pipeline.stats.fps)
     slowest = min(rates, key=rates.get)
     print("bench_stream --simulate: %d frames %s, stages sleeping %s ms (no CPU), real decoding, batch %d, "
@@ -99,6 +103,13 @@ def simulate(args, video):
     print("  pipelined stream   %8.1f frames/s" % stream_rate)
     print("stream / slowest stage = %.2f (target >= 0.90)" % (stream_rate / rates[slowest]))
     return 0
+
+
+def tiny_model(args, workdir):
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from tiny_models import make_deployable_model
+    net_h, net_w = (int(v) for v in args.net.lower().split("x"))
+    return str(make_deployable_model(os.path.join(workdir, "tiny.onnx"), height=net_h, width=net_w))
 
 
 def best_rate(fn, frames, repeat):
@@ -131,12 +142,7 @@ def main(argv=None):
     make_video(video, args.frames, parse_size(args.size))
     if args.simulate:
         return simulate(args, video)
-    model = args.model
-    if model is None:
-        sys.path.insert(0, os.path.join(ROOT, "tests"))
-        from tiny_models import make_deployable_model
-        net_h, net_w = (int(v) for v in args.net.lower().split("x"))
-        model = str(make_deployable_model(os.path.join(workdir, "tiny.onnx"), height=net_h, width=net_w))
+    model = args.model or tiny_model(args, workdir)
     seg = m2f_edge.Segmenter(model, threads=args.threads)
     batch, n = args.batch, args.frames
 

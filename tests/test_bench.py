@@ -569,3 +569,22 @@ def test_ctrl_c_in_throughput_mode_ends_the_stage_threads():
     with pytest.raises(KeyboardInterrupt):
         run_throughput(seg, synthetic_frames(24, 32, 2), 1, BenchConfig(warmup_s=0.0, iterations=500, queue_depth=1))
     assert not [t for t in threading.enumerate() if t.name.startswith("m2f-bench-") and t.is_alive()]
+
+
+# ----------------------------------------------------------------------------- benchmarks/bench_stream.py
+def test_bench_stream_simulate_runs_its_sleeping_runner_through_the_stream():
+    """The --simulate mode plugs a runner whose stages only sleep into a real Segmenter; the stream cannot
+    beat its slowest stage, so the ratio it prints is at most 1 (plus clock noise)."""
+    import re
+    import subprocess
+
+    pytest.importorskip("cv2")
+    pytest.importorskip("onnxruntime")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "bench_stream.py")
+    done = subprocess.run([sys.executable, script, "--simulate", "2,6,3", "--frames", "24", "--repeat", "1",
+                           "--size", "160x96", "--net", "64x96"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"stage infer\s+166\.7 frames/s\s+<- slowest", done.stdout), done.stdout
+    ratio = float(re.search(r"stream / slowest stage = ([0-9.]+)", done.stdout).group(1))
+    assert 0.0 < ratio <= 1.05, done.stdout
