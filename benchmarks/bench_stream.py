@@ -28,7 +28,7 @@ import cv2  # noqa: E402
 import m2f_edge  # noqa: E402
 from m2f_edge.drawing import draw_instances  # noqa: E402
 from m2f_edge.instances import Instances  # noqa: E402
-from m2f_edge.runners import Runner, Step  # noqa: E402
+from m2f_edge.runners import HostRunner  # noqa: E402
 from m2f_edge.video import open_source, stream  # noqa: E402
 
 
@@ -51,28 +51,27 @@ def make_video(path, frames, size):
     writer.release()
 
 
-class SleepingRunner(Runner):
-    """A runner whose three steps take fixed times per frame without using a CPU (time.sleep releases the
-    GIL), plugged into a real Segmenter: measures what the stream's threads and queues achieve when cores
-    are not the limit."""
+class SleepingRunner(HostRunner):
+    """The host runner's three steps, each taking a fixed time per frame without using a CPU (time.sleep
+    releases the GIL), in a real Segmenter: measures what the stream's threads and queues achieve when
+    cores are not the limit."""
 
     name = "sleeping"
 
     def __init__(self, segmenter, seconds):
         super().__init__(segmenter)
-        self.seconds = seconds
+        self.seconds = dict(zip((step.name for step in self.steps()), seconds))
 
-    def steps(self):
-        return [Step(name, stamp, self._sleeper(index)) for index, (name, stamp) in enumerate(
-            (("preprocess", "preprocessed"), ("infer", "inferred"), ("postprocess", "postprocessed")))]
+    def _preprocess(self, job):
+        time.sleep(self.seconds["preprocess"] * job.count)
 
-    def _sleeper(self, index):
-        def work(job):
-            time.sleep(self.seconds[index] * job.count)
-            if index == 2:
-                job.results = [Instances(np.zeros((0,) + frame.shape[:2], np.uint8), [], [], np.zeros((0, 4)))
-                               for frame in job.frames]
-        return work
+    def _infer(self, job):
+        time.sleep(self.seconds["infer"] * job.count)
+
+    def _postprocess(self, job):
+        time.sleep(self.seconds["postprocess"] * job.count)
+        job.results = [Instances(np.zeros((0,) + frame.shape[:2], np.uint8), [], [], np.zeros((0, 4)))
+                       for frame in job.frames]
 
 
 def simulate(args, video):
@@ -83,7 +82,7 @@ def simulate(args, video):
     seg = m2f_edge.Segmenter(tiny_model(args, os.path.dirname(video)),
                              runner=lambda segmenter: SleepingRunner(segmenter, seconds))
     n = args.frames
-    rates = {name: 1000.0 / v for name, v in zip(("preprocess", "infer", "postprocess"), ms)}
+    rates = {name: 1.0 / v for name, v in seg.runner.seconds.items()}
     with open_source(video) as source:
         started = time.perf_counter()
         count = sum(1 for _ in source)

@@ -577,17 +577,14 @@ def test_bench_stream_simulate_runs_its_sleeping_runner_through_the_stream(capsy
     beat its slowest stage, so the ratio it prints is at most 1 (plus clock noise). Run in this process:
     the script imports the m2f_edge this test imported (a subprocess from the checkout would find the
     unbuilt source folder first when the package is installed)."""
-    import importlib.util
     import re
+
+    from repo_scripts import load_script
 
     pytest.importorskip("cv2")
     pytest.importorskip("onnxruntime")
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                          "bench_stream.py")
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first on it
-    spec = importlib.util.spec_from_file_location("bench_stream", script)
-    bench_stream = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_stream)
+    bench_stream = load_script("benchmarks/bench_stream.py")
     assert bench_stream.main(["--simulate", "2,6,3", "--frames", "24", "--repeat", "1", "--size", "160x96",
                               "--net", "64x96"]) == 0
     printed = capsys.readouterr().out

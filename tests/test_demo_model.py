@@ -15,9 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from m2f_edge import Segmenter, cli, demo  # noqa: E402
 from m2f_edge.models.evaluate import evaluate  # noqa: E402
+from repo_scripts import REPO_ROOT, load_script  # noqa: E402
 from tiny_models import mask_iou  # noqa: E402
 
-REPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "demo_model_eval.json")
+REPORT = os.path.join(REPO_ROOT, "docs", "demo_model_eval.json")
 # Floors a little below what tools/train_demo_model.py measured on its 200 held-out scenes
 # (docs/demo_model_eval.json); 50 fresh scenes of another seed vary by a few points.
 AP50_FLOOR = 0.64
@@ -99,18 +100,8 @@ def test_the_training_report_is_shipped_and_above_the_floors():
     assert report["eval_scenes"] == 200
 
 
-def _training_tool():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "train_demo_model.py")
-    spec = importlib.util.spec_from_file_location("train_demo_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_restarted_learning_rate_cycle_warms_up_from_its_own_start_and_decays_to_two_percent():
-    learning_rate = _training_tool().learning_rate
+    learning_rate = load_script("tools/train_demo_model.py").learning_rate
     cycle = {"start": 8500, "total": 20000, "peak": 1.5e-4, "warmup": 100}
     assert learning_rate(8500, cycle) == pytest.approx(1.5e-6)
     assert learning_rate(8599, cycle) == pytest.approx(1.5e-4)
